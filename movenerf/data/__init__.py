@@ -1,0 +1,1 @@
+"""Data: generated scenes (and, later, dataset readers and samplers)."""

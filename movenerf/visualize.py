@@ -1,0 +1,67 @@
+"""Writing results people look at: colour images, depth maps, contact sheets."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+# Anchor colours of a perceptually ordered map (dark blue -> cyan -> yellow -> red).
+_ANCHORS = np.array([[0.19, 0.07, 0.23], [0.16, 0.47, 0.93], [0.1, 0.85, 0.75],
+                     [0.65, 0.98, 0.24], [0.98, 0.73, 0.22], [0.85, 0.22, 0.05],
+                     [0.48, 0.02, 0.01]])
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+  """[H, W, C] float in [0, 1] (clipped) -> uint8."""
+  return (np.clip(np.asarray(image, np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def colorize(values: np.ndarray, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+  """[H, W] scalars -> [H, W, 3] float colours (near = dark, far = bright red)."""
+  values = np.asarray(values, np.float32)
+  finite = values[np.isfinite(values)]
+  lo = float(finite.min()) if lo is None and finite.size else (lo or 0.0)
+  hi = float(finite.max()) if hi is None and finite.size else (hi or 1.0)
+  t = np.clip((values - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+  t = np.nan_to_num(t) * (len(_ANCHORS) - 1)
+  i = np.minimum(t.astype(np.int32), len(_ANCHORS) - 2)
+  f = (t - i)[..., None]
+  return _ANCHORS[i] * (1 - f) + _ANCHORS[i + 1] * f
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+  """Writes a PNG atomically (a temp file renamed into place: never half-written)."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    image = to_uint8(image)
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
+  os.close(fd)
+  try:
+    Image.fromarray(image).save(tmp, format="PNG")
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def contact_sheet(images: list[np.ndarray], columns: int = 5, pad: int = 2) -> np.ndarray:
+  """Tiles same-size [H, W, 3] images into one image (white padding)."""
+  h, w = images[0].shape[:2]
+  rows = -(-len(images) // columns)
+  sheet = np.ones((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), np.float32)
+  for n, img in enumerate(images):
+    r, c = divmod(n, columns)
+    y, x = pad + r * (h + pad), pad + c * (w + pad)
+    sheet[y:y + h, x:x + w] = np.asarray(img, np.float32)[..., :3]
+  return sheet
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+  """Peak signal-to-noise ratio in dB of images in [0, 1]."""
+  mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
+  return float("inf") if mse == 0 else -10.0 * np.log10(mse)
