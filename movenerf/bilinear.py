@@ -4,12 +4,41 @@ Semantics match ``torch.nn.functional.grid_sample(mode='bilinear',
 padding_mode='zeros', align_corners=True)``: integer coordinates are pixel centres,
 and each of the four neighbouring pixels that falls outside the image contributes
 zero (so values fade to zero over the last pixel beyond the border).
+
+Written as four gathers from a flat ``[pixels, C]`` table (one per corner), which on
+CPU measured ~7x faster than gathering per view and transposing to point-major order.
 """
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
+
+
+def _corners(xy: jnp.ndarray, height: int, width: int) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """[..., 2] coordinates -> flat pixel indices [..., 4] and weights [..., 4].
+
+  Corners are (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1); a corner outside the
+  image gets weight 0 and a clipped (in-range) index.
+  """
+  xy = xy.astype(jnp.float32)
+  x, y = xy[..., 0], xy[..., 1]
+  x0f, y0f = jnp.floor(x), jnp.floor(y)
+  fx, fy = x - x0f, y - y0f
+  x0, y0 = x0f.astype(jnp.int32), y0f.astype(jnp.int32)
+  xs = jnp.stack([x0, x0 + 1, x0, x0 + 1], axis=-1)
+  ys = jnp.stack([y0, y0, y0 + 1, y0 + 1], axis=-1)
+  weights = jnp.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=-1)
+  valid = (xs >= 0) & (xs <= width - 1) & (ys >= 0) & (ys <= height - 1)
+  index = jnp.clip(ys, 0, height - 1) * width + jnp.clip(xs, 0, width - 1)
+  return index, jnp.where(valid, weights, 0.0)
+
+
+def _gather_corners(table: jnp.ndarray, index: jnp.ndarray, weights: jnp.ndarray) -> jnp.ndarray:
+  """sum_c table[index[..., c]] * weights[..., c]: [N, C] table -> [..., C]."""
+  out = 0.0
+  for c in range(4):
+    out = out + jnp.take(table, index[..., c], axis=0) * weights[..., c:c + 1].astype(table.dtype)
+  return out
 
 
 def bilinear_sample(image: jnp.ndarray, xy: jnp.ndarray) -> jnp.ndarray:
@@ -23,37 +52,21 @@ def bilinear_sample(image: jnp.ndarray, xy: jnp.ndarray) -> jnp.ndarray:
     [..., C] interpolated values (zero padding outside the image).
   """
   height, width, channels = image.shape
-  batch_shape = xy.shape[:-1]
-  xy = xy.reshape(-1, 2).astype(jnp.float32)
-  x, y = xy[:, 0], xy[:, 1]
-  x0 = jnp.floor(x)
-  y0 = jnp.floor(y)
-  wx1 = x - x0
-  wy1 = y - y0
-  x0 = x0.astype(jnp.int32)
-  y0 = y0.astype(jnp.int32)
-  flat = image.reshape(height * width, channels)
-
-  def corner(xi, yi, weight):
-    valid = (xi >= 0) & (xi <= width - 1) & (yi >= 0) & (yi <= height - 1)
-    # Clipped indices keep the gather in range; the weight of an outside corner is 0.
-    index = jnp.clip(yi, 0, height - 1) * width + jnp.clip(xi, 0, width - 1)
-    values = jnp.take(flat, index, axis=0)
-    return values * jnp.where(valid, weight, 0.0)[:, None].astype(values.dtype)
-
-  out = (corner(x0, y0, (1 - wx1) * (1 - wy1)) + corner(x0 + 1, y0, wx1 * (1 - wy1)) +
-         corner(x0, y0 + 1, (1 - wx1) * wy1) + corner(x0 + 1, y0 + 1, wx1 * wy1))
-  return out.reshape(batch_shape + (channels,))
+  index, weights = _corners(xy, height, width)
+  return _gather_corners(image.reshape(height * width, channels), index, weights)
 
 
 def bilinear_sample_views(images: jnp.ndarray, xy: jnp.ndarray) -> jnp.ndarray:
-  """Per-view bilinear sampling.
+  """Samples every view at its own coordinates, point-major.
 
   Args:
     images: [V, H, W, C].
-    xy: [V, ..., 2] pixel coordinates in each view's own image.
+    xy: [P, V, 2] pixel coordinates of P points in each of the V images.
 
   Returns:
-    [V, ..., C].
+    [P, V, C].
   """
-  return jax.vmap(bilinear_sample)(images, xy)
+  views, height, width, channels = images.shape
+  index, weights = _corners(xy, height, width)
+  index = index + (jnp.arange(views, dtype=jnp.int32) * height * width)[None, :, None]
+  return _gather_corners(images.reshape(views * height * width, channels), index, weights)

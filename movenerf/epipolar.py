@@ -9,10 +9,9 @@ camera and inside the image).
 from __future__ import annotations
 
 import flax.struct
-import jax
 import jax.numpy as jnp
 
-from movenerf.bilinear import bilinear_sample
+from movenerf.bilinear import bilinear_sample_views
 from movenerf.cameras import Cameras
 from movenerf.projection import in_image, project_points
 
@@ -94,19 +93,17 @@ def project_and_sample(points: jnp.ndarray, target_camera: Cameras, sources: Sou
   num_rays, num_samples, _ = points.shape
   cams = sources.cameras
   xy, in_front = project_points(points.reshape(-1, 3), cams)  # [V, P, 2], [V, P]
-  visible = in_front & in_image(xy, cams.height, cams.width)
+  xy_pv = jnp.swapaxes(xy, 0, 1)  # [P, V, 2]: point-major, the layout the network reads
+  visible = in_front.T & in_image(xy_pv, cams.height, cams.width)
   feat_h, feat_w = features.shape[1:3]
   # max(.., 1) keeps 1-pixel images finite; the official normalisation divides by W - 1.
   scale = jnp.array([(feat_w - 1) / max(cams.width - 1, 1),
                      (feat_h - 1) / max(cams.height - 1, 1)], jnp.float32)
-
-  def per_view(image, feature, xy_v):
-    return jnp.concatenate(
-        [bilinear_sample(image, xy_v), bilinear_sample(feature, xy_v * scale)], axis=-1)
-
-  sampled = jax.vmap(per_view)(sources.images, features.astype(sources.images.dtype), xy)
-  rgb_feat = jnp.moveaxis(sampled, 0, 1).reshape(num_rays, num_samples, sources.num_views, -1)
-  mask = jnp.moveaxis(visible, 0, 1).reshape(num_rays, num_samples, sources.num_views, 1)
+  rgb = bilinear_sample_views(sources.images, xy_pv)
+  feat = bilinear_sample_views(features.astype(sources.images.dtype), xy_pv * scale)
+  shape = (num_rays, num_samples, sources.num_views)
+  rgb_feat = jnp.concatenate([rgb, feat], axis=-1).reshape(shape + (-1,))
+  mask = visible.reshape(shape + (1,)).astype(rgb_feat.dtype)
   ray_diff = view_direction_features(points, target_camera.centers, cams.centers)
-  samples = EpipolarSamples(rgb_feat, ray_diff, mask.astype(rgb_feat.dtype))
+  samples = EpipolarSamples(rgb_feat, ray_diff, mask)
   return samples, xy.reshape(sources.num_views, num_rays, num_samples, 2)

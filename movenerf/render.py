@@ -27,19 +27,53 @@ def encode_sources(model: GNTModel, variables, images: jnp.ndarray):
   return model.apply(variables, images, method=GNTModel.encode)
 
 
-@functools.partial(jax.jit, static_argnums=0)
+def default_sub_chunk() -> int:
+  """Rays per inner step: 16 on CPU, 0 (= whole chunk) on accelerators.
+
+  On a 2-core CPU, 512-ray chunks in slices of 8-32 rays render ~3x faster than the
+  whole chunk at once (171 -> 500-530 rays/s at the reference configuration): the
+  [rays, samples, views, D] intermediates of a slice stay in cache.
+  """
+  return 16 if jax.default_backend() == "cpu" else 0
+
+
+def map_sub_chunks(fn: Callable, rays: Rays, sub_chunk: int):
+  """Applies ``fn`` to consecutive slices of ``sub_chunk`` rays inside one program.
+
+  ``lax.map`` runs the slices one after the other, so the per-slice intermediates stay
+  small (cache-resident on CPU) while compiling ``fn`` once. R must divide by
+  ``sub_chunk``; 0 or a size >= R applies ``fn`` to all rays at once.
+  """
+  num = rays.num_rays
+  if not sub_chunk or sub_chunk >= num:
+    return fn(rays)
+  if num % sub_chunk:
+    raise ValueError(f"{num} rays do not divide into sub-chunks of {sub_chunk}")
+  split = jax.tree.map(lambda a: a.reshape((num // sub_chunk, sub_chunk) + a.shape[1:]), rays)
+  out = jax.lax.map(fn, split)
+  return jax.tree.map(lambda a: a.reshape((num,) + a.shape[2:]), out)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 8))
 def render_chunk(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
-                 sources: SourceViews, featmaps, near, far) -> RenderOutput:
-  """Evaluation rendering of R rays (deterministic sampling, no dropout)."""
-  return model.apply(variables, rays, target_camera, sources, featmaps, near, far,
-                     method=GNTModel.render_rays)
+                 sources: SourceViews, featmaps, near, far, sub_chunk: int = 0) -> RenderOutput:
+  """Evaluation rendering of R rays (deterministic sampling, no dropout).
+
+  ``sub_chunk`` > 0 renders the rays in slices of that size inside the compiled call.
+  """
+  def one(r):
+    return model.apply(variables, r, target_camera, sources, featmaps, near, far,
+                       method=GNTModel.render_rays)
+  return map_sub_chunks(one, rays, sub_chunk)
 
 
 def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
                         sources: SourceViews, near: float, far: float, chunk_size: int = 512,
-                        featmaps=None, progress: Callable[[int, int], Any] | None = None
-                        ) -> dict[str, np.ndarray]:
+                        featmaps=None, progress: Callable[[int, int], Any] | None = None,
+                        sub_chunk: int | None = None) -> dict[str, np.ndarray]:
   """Renders any number of rays in fixed-size chunks (one compilation).
+
+  ``sub_chunk`` (default: ``default_sub_chunk()``) must divide ``chunk_size``.
 
   Returns:
     dict with 'rgb' [R, 3], 'depth' [R] (final pass) and, with a fine pass,
@@ -47,6 +81,10 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
   """
   if featmaps is None:
     featmaps = encode_sources(model, variables, sources.images)
+  if sub_chunk is None:
+    sub_chunk = default_sub_chunk()
+  if sub_chunk and chunk_size % sub_chunk:
+    sub_chunk = 0  # a chunk size that is not a multiple: render it whole
   total = rays.num_rays
   padded = -(-total // chunk_size) * chunk_size
   pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], padded - total, 0)], 0)
@@ -54,7 +92,7 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
   parts: dict[str, list] = {}
   for start in range(0, padded, chunk_size):
     out = render_chunk(model, variables, rays[start:start + chunk_size], target_camera,
-                       sources, featmaps, near, far)
+                       sources, featmaps, near, far, sub_chunk)
     pieces = {"rgb": out.final.rgb, "depth": out.final.depth}
     if out.fine is not None:
       pieces.update(rgb_coarse=out.coarse.rgb, depth_coarse=out.coarse.depth)

@@ -41,3 +41,37 @@ class FeedForward(nn.Module):
 def layer_norm(name: str, eps: float = 1e-6) -> nn.Module:
   # Statistics in float32 whatever the compute dtype: bfloat16 variance is too coarse.
   return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
+
+
+class Linear(nn.Module):
+  """A dense layer whose weights can be read without applying it.
+
+  Same parameter names, shapes and initialisers as ``nn.Dense`` (``kernel [in, out]``,
+  ``bias [out]``), so checkpoints are interchangeable; modules that fold several
+  linear maps into one matmul read ``.kernel`` / ``.bias`` directly.
+  """
+
+  in_features: int
+  features: int
+  use_bias: bool = True
+
+  def setup(self):
+    self.kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                             (self.in_features, self.features))
+    self.bias = (self.param("bias", nn.initializers.zeros_init(), (self.features,))
+                 if self.use_bias else jnp.zeros((self.features,)))
+
+  def __call__(self, x):
+    return x @ self.kernel + self.bias
+
+
+class LinearMLP2(nn.Module):
+  """Weights of ``MLP2`` (``fc1``, ``fc2``) exposed as ``Linear`` children."""
+
+  in_features: int
+  hidden: int
+  out: int
+
+  def setup(self):
+    self.fc1 = Linear(self.in_features, self.hidden)
+    self.fc2 = Linear(self.hidden, self.out)

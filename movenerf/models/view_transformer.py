@@ -15,13 +15,21 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from movenerf.models.layers import MLP2, FeedForward, layer_norm
+from movenerf.models.layers import FeedForward, Linear, LinearMLP2, layer_norm
 
 _MASKED_LOGIT = -1e9
 
 
 class ViewAttention(nn.Module):
   """Subtraction-based attention over the view axis.
+
+  Computed with the linear maps folded (same parameters and result as the official
+  formulation up to float rounding, fewer passes over the [R, S, V, D] tensors, which
+  bound the speed):
+    v      = x Wk Wv
+    hidden = relu(x Wk A1 - q Wq A1 + pos_h P2 A1 + pb2 A1 + ab1)   (attn_fc layer 1)
+    pos    = pos_h P2 + pb2,     pos_h = relu(ray_diff P1 + pb1)    (pos_fc)
+  so ``x @ [Wk Wv | Wk A1]`` and ``pos_h @ [P2 | P2 A1]`` are one matmul each.
 
   Attributes:
     dropout: dropout on the attention weights and the output.
@@ -45,17 +53,39 @@ class ViewAttention(nn.Module):
       [R, S, D].
     """
     width = q.shape[-1]
-    dense = lambda name, bias=False: nn.Dense(width, use_bias=bias, dtype=self.dtype, name=name)
-    q = dense("q_fc")(q)
-    k = dense("k_fc")(k)
-    v = dense("v_fc")(k)
-    pos = MLP2(width // 8, width, dtype=self.dtype, name="pos_fc")(ray_diff)
-    logits = MLP2(width // 8, width, dtype=self.dtype, name="attn_fc")(k - q[:, :, None, :] + pos)
+    hidden = width // 8
+    wq = Linear(width, width, use_bias=False, name="q_fc").kernel
+    wk = Linear(width, width, use_bias=False, name="k_fc").kernel
+    wv = Linear(width, width, use_bias=False, name="v_fc").kernel
+    pos_fc = LinearMLP2(ray_diff.shape[-1], hidden, width, name="pos_fc")
+    attn_fc = LinearMLP2(width, hidden, width, name="attn_fc")
+    out_fc = Linear(width, width, name="out_fc")
+    a1, ab1 = attn_fc.fc1.kernel, attn_fc.fc1.bias
+    p2, pb2 = pos_fc.fc2.kernel, pos_fc.fc2.bias
+    cast = lambda t: t.astype(self.dtype)
+    # Folded weights: a few small [D, D] products per call, negligible. One matmul on
+    # the concatenated [k | pos_h] measured 2x faster on CPU than two matmuls whose
+    # outputs are added (XLA then fuses the add into several consumers).
+    proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
+                            jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)  # [D+h, D+h]
+    const = jnp.concatenate([pb2, pb2 @ a1 + ab1])  # [D + h]
+    pos_h = nn.relu(cast(ray_diff) @ cast(pos_fc.fc1.kernel) + cast(pos_fc.fc1.bias))
+    z = jnp.concatenate([cast(k), pos_h], axis=-1) @ cast(proj) + cast(const)  # [R,S,V,D+h]
+    q_term = cast(q) @ cast(wq @ a1)  # [R, S, h]
+    value = z[..., :width]  # v + pos
+    attn_hidden = nn.relu(z[..., width:] - q_term[:, :, None, :])
+    logits = attn_hidden @ cast(attn_fc.fc2.kernel) + cast(attn_fc.fc2.bias)
     logits = jnp.where(mask == 0, _MASKED_LOGIT, logits.astype(jnp.float32))
-    attn = jax.nn.softmax(logits, axis=-2).astype(v.dtype)
-    attn = nn.Dropout(self.dropout)(attn, deterministic=deterministic)
-    x = jnp.sum((v + pos) * attn, axis=-2)
-    x = dense("out_fc", bias=True)(x)
+    # Softmax over views; all-masked points get uniform weights (as with -1e9 fill).
+    expo = jnp.exp(logits - jnp.max(logits, axis=-2, keepdims=True))
+    if deterministic or self.dropout == 0.0:
+      x = jnp.sum(expo * value, axis=-2) / jnp.sum(expo, axis=-2)
+    else:
+      attn = nn.Dropout(self.dropout)(expo / jnp.sum(expo, axis=-2, keepdims=True),
+                                      deterministic=False)
+      x = jnp.sum(attn * value, axis=-2)
+    x = x.astype(self.dtype)
+    x = x @ cast(out_fc.kernel) + cast(out_fc.bias)
     return nn.Dropout(self.dropout)(x, deterministic=deterministic)
 
 
