@@ -28,7 +28,8 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       width=64, depth=8, num_heads=4, ff_ratio=4, dropout=0.1, coarse_feat_dim=32,
       fine_feat_dim=32, single_net=True, num_samples=64, num_importance=0,
-      inverse_depth=False, dtype="float32", feature_dtype="float32"))
+      inverse_depth=False, dtype="float32", feature_dtype="float32",
+      moe=None))  # GNT-MoVE fills this in (experiments/gnt_move.py)
 
   c.data = ml_collections.ConfigDict(dict(
       kind="object",       # generated scene: "object" (360 deg) or "forward" (LLFF-like)

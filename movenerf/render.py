@@ -18,6 +18,8 @@ import numpy as np
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
 from movenerf.models.gnt_model import GNTModel, RenderOutput
+from movenerf.moe.expert_map import expert_fractions
+from movenerf.moe.layer import MOE_COLLECTION, moe_layers
 from movenerf.rays import Rays, image_rays
 
 
@@ -54,17 +56,35 @@ def map_sub_chunks(fn: Callable, rays: Rays, sub_chunk: int):
   return jax.tree.map(lambda a: a.reshape((num,) + a.shape[2:]), out)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 8))
+@functools.partial(jax.jit, static_argnums=(0, 8, 9))
 def render_chunk(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
-                 sources: SourceViews, featmaps, near, far, sub_chunk: int = 0) -> RenderOutput:
+                 sources: SourceViews, featmaps, near, far, sub_chunk: int = 0,
+                 collect_experts: bool = False):
   """Evaluation rendering of R rays (deterministic sampling, no dropout).
 
   ``sub_chunk`` > 0 renders the rays in slices of that size inside the compiled call.
+  With ``collect_experts`` (GNT-MoVE) returns ``(RenderOutput, top1 [L, R, S])``: the
+  top-1 expert of every sample in each of the L MoE layers of the final pass.
   """
   def one(r):
-    return model.apply(variables, r, target_camera, sources, featmaps, near, far,
-                       method=GNTModel.render_rays)
-  return map_sub_chunks(one, rays, sub_chunk)
+    if not collect_experts:
+      return model.apply(variables, r, target_camera, sources, featmaps, near, far,
+                         method=GNTModel.render_rays)
+    out, aux = model.apply(variables, r, target_camera, sources, featmaps, near, far,
+                           method=GNTModel.render_rays, mutable=[MOE_COLLECTION])
+    top1 = jnp.stack([e["top1"][-1] for _, e in moe_layers(aux[MOE_COLLECTION])])
+    return out, top1.reshape(top1.shape[0], r.num_rays, -1)
+
+  if not collect_experts:
+    return map_sub_chunks(one, rays, sub_chunk)
+  out, top1 = map_sub_chunks(lambda r: _rays_leading(one(r)), rays, sub_chunk)
+  return out, jnp.moveaxis(top1, 0, 1)
+
+
+def _rays_leading(result):
+  """(out, top1 [L, R, S]) -> (out, top1 [R, L, S]) so that rays lead for sub-chunking."""
+  out, top1 = result
+  return out, jnp.moveaxis(top1, 1, 0)
 
 
 def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
@@ -76,8 +96,9 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
   ``sub_chunk`` (default: ``default_sub_chunk()``) must divide ``chunk_size``.
 
   Returns:
-    dict with 'rgb' [R, 3], 'depth' [R] (final pass) and, with a fine pass,
-    'rgb_coarse', 'depth_coarse'.
+    dict with 'rgb' [R, 3], 'depth' [R] (final pass), with a fine pass 'rgb_coarse',
+    'depth_coarse', and for GNT-MoVE 'experts' [R, L, E] (share of each ray's samples
+    whose top-1 expert is e, per MoE layer).
   """
   if featmaps is None:
     featmaps = encode_sources(model, variables, sources.images)
@@ -91,9 +112,14 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
   rays = Rays(pad(rays.origins), pad(rays.directions))
   parts: dict[str, list] = {}
   for start in range(0, padded, chunk_size):
+    moe = model.config.moe
     out = render_chunk(model, variables, rays[start:start + chunk_size], target_camera,
-                       sources, featmaps, near, far, sub_chunk)
-    pieces = {"rgb": out.final.rgb, "depth": out.final.depth}
+                       sources, featmaps, near, far, sub_chunk, moe is not None)
+    pieces = {}
+    if moe is not None:
+      out, top1 = out
+      pieces["experts"] = jnp.moveaxis(expert_fractions(top1, moe.num_experts), 0, 1)
+    pieces.update(rgb=out.final.rgb, depth=out.final.depth)
     if out.fine is not None:
       pieces.update(rgb_coarse=out.coarse.rgb, depth_coarse=out.coarse.depth)
     for k, v in pieces.items():

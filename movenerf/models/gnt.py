@@ -21,6 +21,7 @@ from movenerf.epipolar import EpipolarSamples
 from movenerf.models.layers import MLP2, layer_norm
 from movenerf.models.ray_transformer import RayTransformer
 from movenerf.models.view_transformer import ViewTransformer
+from movenerf.moe.config import MoEConfig
 
 
 class GNTNet(nn.Module):
@@ -34,6 +35,7 @@ class GNTNet(nn.Module):
     dropout: dropout rate everywhere (active only when not deterministic).
     num_freqs: frequencies of the position and view-direction encodings.
     dtype: compute dtype (float32, or bfloat16 on GPU/TPU).
+    moe: GNT-MoVE experts in the view-transformer blocks ``moe.layers`` (None: GNT).
   """
 
   width: int = 64
@@ -43,6 +45,7 @@ class GNTNet(nn.Module):
   dropout: float = 0.1
   num_freqs: int = 10
   dtype: Any = jnp.float32
+  moe: MoEConfig | None = None
 
   @nn.compact
   def __call__(self, samples: EpipolarSamples, points: jnp.ndarray, directions: jnp.ndarray,
@@ -70,7 +73,8 @@ class GNTNet(nn.Module):
     q = jnp.max(feats, axis=2).astype(jnp.float32)
     weights = None
     for i in range(self.depth):
-      q = ViewTransformer(ff_hidden, self.dropout, self.dtype, name=f"view_trans_{i}")(
+      moe = self.moe if self.moe is not None and i in self.moe.layers else None
+      q = ViewTransformer(ff_hidden, self.dropout, self.dtype, moe, name=f"view_trans_{i}")(
           q, feats, samples.ray_diff.astype(self.dtype), samples.mask, deterministic)
       self.sow("intermediates", f"q_after_view_trans_{i}", q)
       if i % 2 == 0:

@@ -23,6 +23,7 @@ from movenerf.epipolar import SourceViews, project_and_sample
 from movenerf.importance import fine_depths
 from movenerf.models.gnt import GNTNet
 from movenerf.models.resunet import ResUNet
+from movenerf.moe.config import MoEConfig
 from movenerf.rays import Rays, points_along_rays, sample_depths
 
 
@@ -43,6 +44,7 @@ class GNTConfig:
     num_importance: extra importance samples per ray for the fine pass (0: none).
     inverse_depth: sample uniformly in inverse depth (forward-facing scenes).
     dtype: compute dtype of the transformer matmuls ("float32" or "bfloat16").
+    moe: GNT-MoVE mixture of view experts (None: dense GNT).
     feature_dtype: compute dtype of the CNN feature extractor. It runs once per set
       of source views, and bfloat16 convolutions (accumulated in bfloat16 on CPU)
       shift its features by ~20%, so it defaults to float32.
@@ -61,10 +63,28 @@ class GNTConfig:
   inverse_depth: bool = False
   dtype: str = "float32"
   feature_dtype: str = "float32"
+  moe: MoEConfig | None = None
 
   @property
   def compute_dtype(self) -> Any:
     return jnp.dtype(self.dtype)
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "GNTConfig":
+    """From a plain dict (e.g. ``config.model.to_dict()``); unknown keys are errors."""
+    values = dict(values)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown model config keys: {unknown}")
+    moe = values.pop("moe", None)
+    if moe is not None and not isinstance(moe, MoEConfig):
+      moe = dict(moe)
+      moe_known = {f.name for f in dataclasses.fields(MoEConfig)}
+      if set(moe) - moe_known:
+        raise ValueError(f"unknown model.moe config keys: {sorted(set(moe) - moe_known)}")
+      moe = MoEConfig(**{**moe, "layers": tuple(moe.get("layers", MoEConfig.layers))})
+    return cls(**values, moe=moe)
 
 
 @flax.struct.dataclass
@@ -104,7 +124,8 @@ class GNTModel(nn.Module):
   def setup(self):
     c = self.config
     net = lambda: GNTNet(width=c.width, depth=c.depth, num_heads=c.num_heads,
-                         ff_ratio=c.ff_ratio, dropout=c.dropout, dtype=c.compute_dtype)
+                         ff_ratio=c.ff_ratio, dropout=c.dropout, dtype=c.compute_dtype,
+                         moe=c.moe)
     self.feature_net = ResUNet(c.coarse_feat_dim, c.fine_feat_dim, c.single_net,
                                dtype=jnp.dtype(c.feature_dtype))
     self.net_coarse = net()
@@ -131,8 +152,9 @@ class GNTModel(nn.Module):
       sources: V source views.
       featmaps: (coarse, fine) maps from ``encode``.
       near, far: depth range (scalars or [R]).
-      train: stratified sampling, random importance samples and dropout; needs the
-        'sample' and 'dropout' RNG streams.
+      train: stratified sampling, random importance samples, dropout and router noise;
+        needs the 'sample', 'dropout' (and with MoE 'router') RNG streams. MoE
+        auxiliaries are sown into the 'moe' collection (``mutable=['moe']``).
 
     Returns:
       RenderOutput.
@@ -161,3 +183,12 @@ class GNTModel(nn.Module):
     """Encodes the source images and renders the rays (used for ``init``)."""
     return self.render_rays(rays, target_camera, sources, self.encode(sources.images), near,
                             far, train)
+
+
+def init_variables(model: GNTModel, rng: jax.Array) -> dict[str, Any]:
+  """Fresh ``{'params': ...}`` for ``model`` (compiled; the MoE auxiliaries that
+  ``init`` also sows are dropped, they are outputs, not state)."""
+  from movenerf import testing  # pylint: disable=import-outside-toplevel
+  rays, target, sources = testing.dummy_inputs(2, 32, 32, 4)
+  init = jax.jit(lambda key: model.init(key, rays, target, sources, 2.0, 6.0)["params"])
+  return {"params": init(rng)}

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 
 from movenerf.models.layers import FeedForward, Linear, LinearMLP2, layer_norm
+from movenerf.moe.config import MoEConfig
+from movenerf.moe.layer import MoVEFeedForward
 
 _MASKED_LOGIT = -1e9
 
@@ -96,11 +98,13 @@ class ViewTransformer(nn.Module):
     ff_hidden: hidden width of the FFN.
     dropout: dropout rate.
     dtype: compute dtype.
+    moe: when set, the FFN is a mixture of view experts (GNT-MoVE) named ``moe``.
   """
 
   ff_hidden: int
   dropout: float = 0.1
   dtype: Any = jnp.float32
+  moe: MoEConfig | None = None
 
   @nn.compact
   def __call__(self, q, k, ray_diff, mask, deterministic: bool = True):
@@ -108,6 +112,11 @@ class ViewTransformer(nn.Module):
     x = ViewAttention(self.dropout, self.dtype, name="attn")(
         layer_norm("attn_norm")(q), k, ray_diff, mask, deterministic)
     x = x.astype(jnp.float32) + q
-    y = FeedForward(self.ff_hidden, self.dropout, self.dtype, name="ff")(
-        layer_norm("ff_norm")(x), deterministic)
+    h = layer_norm("ff_norm")(x)
+    if self.moe is None:
+      y = FeedForward(self.ff_hidden, self.dropout, self.dtype, name="ff")(h, deterministic)
+    else:
+      gate_input = q if self.moe.gate_input_ahead else None
+      y = MoVEFeedForward(self.moe, self.dropout, self.dtype, name="moe")(h, gate_input,
+                                                                         deterministic)
     return y.astype(jnp.float32) + x

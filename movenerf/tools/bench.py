@@ -1,7 +1,7 @@
 r"""Inference benchmark of GNT at the reference configuration.
 
-  python -m movenerf.tools.bench                 # table
-  python -m movenerf.tools.bench --json out.json # also JSON (keys below)
+  python -m movenerf.tools.bench                 # GNT and GNT-MoVE tables
+  python -m movenerf.tools.bench --json out.json # also JSON (infer_rays_per_s, ...)
 
 Reference configuration: depth 8, width 64, 10 source views of 64x64, 64 samples per
 ray (coarse only), chunks of 512 rays, float32. Reports the median of ``--repeats``
@@ -13,22 +13,24 @@ the compiled chunk) and the achieved FLOP/s.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import resource
 import statistics
 import sys
 import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf import testing
 from movenerf.data import procedural
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
-from movenerf.models.gnt_model import GNTConfig, GNTModel
+from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
+from movenerf.moe.config import MoEConfig
 from movenerf.rays import image_rays
 from movenerf.render import default_sub_chunk, encode_sources, render_chunk
 
@@ -55,16 +57,37 @@ def _device_peak_bytes() -> float | None:
   return float(peak) if peak is not None else None
 
 
-def benchmark(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int = 512,
-              repeats: int = 5, sub_chunk: int | None = None) -> dict:
-  """Times rendering one chunk of rays; returns the figures as a dict."""
+@dataclasses.dataclass
+class Prepared:
+  """A compiled chunk ready to time, and the figures measured while preparing it."""
+
+  step: Callable[[], Any]
+  figures: dict
+  times: list = dataclasses.field(default_factory=list)
+
+  def time_once(self) -> None:
+    start = time.perf_counter()
+    jax.block_until_ready(self.step())
+    self.times.append(time.perf_counter() - start)
+
+  def result(self) -> dict:
+    median = statistics.median(self.times)
+    chunk = self.figures["chunk"]
+    return {**self.figures, "repeats": len(self.times), "infer_rays_per_s": chunk / median,
+            "infer_step_s_median": median, "infer_step_s_min": min(self.times),
+            "achieved_gflops_per_s": self.figures["flops_per_ray"] * chunk / median / 1e9,
+            "peak_host_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_device_bytes": _device_peak_bytes()}
+
+
+def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int = 512,
+            sub_chunk: int | None = None, repeats: int = 5) -> Prepared:
+  """Builds, compiles and warms up rendering one chunk of rays."""
   target, sources, near, far = _scene(num_views, size)
   model = GNTModel(config)
-  rays0, t0_cam, s0 = testing.dummy_inputs(2, 32, 32, 4)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), rays0, t0_cam, s0, 2.0, 6.0)
+  variables = init_variables(model, jax.random.PRNGKey(0))
   rays = image_rays(target)
-  idx = np.arange(chunk) % rays.num_rays
-  rays = rays[idx]
+  rays = rays[np.arange(chunk) % rays.num_rays]
 
   start = time.perf_counter()
   featmaps = jax.block_until_ready(encode_sources(model, variables, sources.images))
@@ -84,26 +107,26 @@ def benchmark(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int
   # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped program.
   flops = _flops(render_chunk.lower(*args[:-1], 0).compile())
   jax.block_until_ready(render_chunk(*args))  # warm-up
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(render_chunk(*args))
-    times.append(time.perf_counter() - start)
-  median = statistics.median(times)
-  return {
+  figures = {
+      "model": "GNT-MoVE" if config.moe else "GNT",
       "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
       "num_devices": jax.device_count(), "platform": platform.processor() or platform.machine(),
       "dtype": config.dtype, "depth": config.depth, "width": config.width,
       "num_views": num_views, "image_size": size, "num_samples": config.num_samples,
       "num_importance": config.num_importance, "chunk": chunk, "sub_chunk": sub_chunk,
-      "repeats": repeats,
-      "infer_rays_per_s": chunk / median, "infer_step_s_median": median,
-      "infer_step_s_min": min(times), "compile_s": compile_s,
-      "encode_s_median": statistics.median(encode_times), "encode_compile_s": encode_compile,
-      "flops_per_ray": flops / chunk, "achieved_gflops_per_s": flops / median / 1e9,
-      "peak_host_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-      "peak_device_bytes": _device_peak_bytes(),
+      "compile_s": compile_s, "encode_s_median": statistics.median(encode_times),
+      "encode_compile_s": encode_compile, "flops_per_ray": flops / chunk,
   }
+  return Prepared(lambda: render_chunk(*args), figures)
+
+
+def benchmark(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int = 512,
+              repeats: int = 5, sub_chunk: int | None = None) -> dict:
+  """Times rendering one chunk of rays; returns the figures as a dict."""
+  prepared = prepare(config, num_views, size, chunk, sub_chunk, repeats)
+  for _ in range(repeats):
+    prepared.time_once()
+  return prepared.result()
 
 
 def format_table(r: dict) -> str:
@@ -140,15 +163,41 @@ def main(argv=None) -> int:
   parser.add_argument("--samples", type=int, default=64)
   parser.add_argument("--importance", type=int, default=0)
   parser.add_argument("--depth", type=int, default=8)
+  parser.add_argument("--model", default="both", choices=["gnt", "move", "both"],
+                      help="dense GNT, GNT-MoVE (4 experts, top-2, permanent expert in the "
+                           "odd view blocks), or both side by side")
   parser.add_argument("--json", default=None, help="also write the figures to this file")
   args = parser.parse_args(argv)
   config = GNTConfig(depth=args.depth, num_samples=args.samples,
                      num_importance=args.importance, dtype=args.dtype)
-  result = benchmark(config, args.views, args.size, args.chunk, args.repeats, args.sub_chunk)
-  print(format_table(result))
+  configs = {}
+  if args.model in ("gnt", "both"):
+    configs["gnt"] = config
+  if args.model in ("move", "both"):
+    configs["move"] = dataclasses.replace(
+        config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
+  prepared = {name: prepare(c, args.views, args.size, args.chunk, args.sub_chunk, args.repeats)
+              for name, c in configs.items()}
+  # Interleave the timed runs so that slow drifts of a shared machine hit both alike.
+  for _ in range(args.repeats):
+    for p in prepared.values():
+      p.time_once()
+  results = {name: p.result() for name, p in prepared.items()}
+  titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
+  for name, r in results.items():
+    print(f"== {titles[name]} ==\n" + format_table(r))
+  if len(results) == 2:
+    ratio = results["gnt"]["infer_rays_per_s"] / results["move"]["infer_rays_per_s"]
+    print(f"GNT-MoVE costs {ratio:.2f}x dense GNT per ray (inference)")
   if args.json:
+    # Top-level keys describe dense GNT (when run); MoVE figures under "move".
+    flat = dict(results.get("gnt", {}))
+    if "move" in results:
+      flat["move"] = results["move"]
+      if "gnt" in results:
+        flat["move_cost_ratio"] = ratio
     with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
+      json.dump(flat, f, indent=2)
   return 0
 
 

@@ -1,12 +1,16 @@
 """Stage-by-stage parity of the JAX GNT port with official reference vectors.
 
   python -m movenerf.tools.check_parity --vectors ../shared/reference/gnt_ref_vectors.npz
+  python -m movenerf.tools.check_parity --vectors ../shared/reference/move_gate_vectors.npz
 
 Loads a reference-vector file (``.npz`` + optional ``.json`` sidecar, the format of
 ``shared/reference/gnt_ref_vectors*.npz``), imports its parameters, runs the JAX
 pipeline from the stored inputs (cameras, pixel indices, source images), and prints the
 max absolute difference of every stored intermediate it knows. Exits 1 when the final
-colours differ by more than ``--tolerance`` (1e-4), 2 on unreadable input.
+colours differ by more than ``--tolerance`` (1e-4), 2 on unreadable input. A GNT-MoVE
+gate file (``move_gate_vectors.npz``) is recognised by its keys and checked case by
+case (router, diversity losses with gradients, consistency loss); there every case's
+result counts as final (relative difference for losses).
 """
 
 from __future__ import annotations
@@ -41,15 +45,19 @@ class Comparison:
 
 @dataclasses.dataclass
 class ParityReport:
+  """Rows of comparisons; ``final_keys`` decide pass/fail against ``tolerance``."""
+
   rows: list[Comparison]
   tolerance: float
+  final_keys: tuple[str, ...] = COLOUR_KEYS
+  what: str = "final colours"
 
   def diff(self, key: str) -> float:
     return next(r.max_abs_diff for r in self.rows if r.key == key)
 
   @property
   def colour_keys(self) -> list[str]:
-    return [r.key for r in self.rows if r.key in COLOUR_KEYS]
+    return [r.key for r in self.rows if r.key in self.final_keys]
 
   @property
   def passed(self) -> bool:
@@ -59,11 +67,11 @@ class ParityReport:
     width = max(len(r.key) for r in self.rows)
     lines = [f"{'array':<{width}}  max |jax - ref|"]
     for r in self.rows:
-      flag = "  <-- FINAL" if r.key in COLOUR_KEYS else ""
+      flag = "  <-- FINAL" if r.key in self.final_keys else ""
       lines.append(f"{r.key:<{width}}  {r.max_abs_diff:.3e}{flag}{'  ' + r.note if r.note else ''}")
     verdict = "PASS" if self.passed else "FAIL"
-    lines.append(f"{verdict}: final colours within {self.tolerance:g}" if self.passed else
-                 f"{verdict}: final colours differ by more than {self.tolerance:g}")
+    lines.append(f"{verdict}: {self.what} within {self.tolerance:g}" if self.passed else
+                 f"{verdict}: {self.what} differ by more than {self.tolerance:g}")
     return "\n".join(lines)
 
 
@@ -99,8 +107,19 @@ def _sampling_settings(arrays, meta) -> dict:
               inverse_depth=bool(inverse))
 
 
+def is_gate_vectors(path: str) -> bool:
+  """True for a GNT-MoVE router reference file (``move_gate_vectors.npz`` format)."""
+  with np.load(path) as data:
+    return "params/reduce_dim" in data.files
+
+
 def run_parity(path: str, tolerance: float = 1e-4) -> ParityReport:
   """Runs the pipeline on a reference file and compares every known array."""
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"reference vectors not found: {path}")
+  if is_gate_vectors(path):
+    from movenerf.tools.check_gate_parity import run_gate_parity  # pylint: disable=import-outside-toplevel
+    return run_gate_parity(path, tolerance)
   arrays, meta = _load(path)
   config = infer_config(arrays, dropout=0.0, **_sampling_settings(arrays, meta))
   variables = convert(arrays, config)

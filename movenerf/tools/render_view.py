@@ -9,6 +9,7 @@ it renders what the released model renders. Writes to the workdir:
   render.png   prediction | ground truth
   depth.png    predicted depth | ground-truth depth (same colour scale)
   sources.png  the source views
+  experts.png  (GNT-MoVE) per MoE layer, the expert that wins each pixel
   metrics.json PSNR, rays/s, timings
 """
 
@@ -26,10 +27,11 @@ import numpy as np
 from ml_collections import config_flags
 
 from movenerf import visualize
+from movenerf.moe import expert_map
 from movenerf.cameras import Cameras
 from movenerf.data import procedural
 from movenerf.epipolar import SourceViews
-from movenerf.models.gnt_model import GNTConfig, GNTModel
+from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 from movenerf.official_checkpoint import load_official_checkpoint
 from movenerf.rays import pixel_rays
 from movenerf.render import encode_sources, render_image
@@ -48,18 +50,14 @@ def nearest_views(c2w: np.ndarray, target: int, count: int) -> np.ndarray:
 
 def build_model(config) -> tuple[GNTModel, dict]:
   """Model and variables from the config (official checkpoint or random init)."""
-  model_cfg = GNTConfig(**config.model.to_dict())
+  model_cfg = GNTConfig.from_dict(config.model.to_dict())
   if config.checkpoint:
     sampling = {k: getattr(model_cfg, k) for k in
                 ("num_samples", "num_importance", "inverse_depth", "dtype", "feature_dtype")}
     model_cfg, variables = load_official_checkpoint(config.checkpoint, **sampling)
     return GNTModel(model_cfg), variables
   model = GNTModel(model_cfg)
-  from movenerf import testing  # pylint: disable=import-outside-toplevel
-  rays, target, sources = testing.dummy_inputs(2, 32, 32, 4)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(config.seed), rays, target, sources,
-                                  2.0, 6.0)
-  return model, variables
+  return model, init_variables(model, jax.random.PRNGKey(config.seed))
 
 
 def run(config, workdir: str) -> dict:
@@ -98,6 +96,11 @@ def run(config, workdir: str) -> dict:
   depth_pair = [visualize.colorize(d, scene.near, scene.far) for d in (out["depth"], gt_depth)]
   visualize.save_png(os.path.join(workdir, "depth.png"),
                      visualize.contact_sheet(depth_pair, columns=2))
+  if "experts" in out:  # [H, W, L, E] -> one expert-selection map per MoE layer
+    maps = [expert_map.colorize_experts(out["experts"][:, :, l])
+            for l in range(out["experts"].shape[2])]
+    visualize.save_png(os.path.join(workdir, "experts.png"),
+                       visualize.contact_sheet(maps, columns=len(maps)))
   visualize.save_png(os.path.join(workdir, "sources.png"),
                      visualize.contact_sheet(list(np.asarray(sources.images)), columns=5))
   metrics = dict(
@@ -112,7 +115,8 @@ def run(config, workdir: str) -> dict:
   print(f"PSNR {metrics['psnr']:.2f} dB "
         f"({'random weights' if metrics['random_init'] else config.checkpoint}); "
         f"{metrics['rays_per_second']:,.0f} rays/s incl. compilation; wrote {workdir}/"
-        "{render,depth,sources}.png and metrics.json")
+        "{render,depth,sources}.png" + (", experts.png" if "experts" in out else "")
+        + " and metrics.json")
   return metrics
 
 

@@ -1,0 +1,1 @@
+"""Mixture-of-experts parts of GNT-MoVE: router, capacity dispatch, experts, losses."""
