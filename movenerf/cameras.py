@@ -143,19 +143,22 @@ def scale_intrinsics(intrinsics, factor: float):
 
 
 def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
-  """[4, 4] float32 OpenCV camera-to-world of a camera at ``eye`` looking at ``target``.
+  """[4, 4] float64 OpenCV camera-to-world of a camera at ``eye`` looking at ``target``.
 
-  ``up`` is the world direction that should appear upwards in the image (the camera's
-  y axis points down, i.e. away from ``up``).
+  Camera z points at the target; ``up`` is the world direction that should appear
+  upwards in the image (the camera's y axis points down, away from it).
   """
   eye, target, up = (np.asarray(a, np.float64) for a in (eye, target, up))
   z = target - eye
+  if np.linalg.norm(z) < 1e-12:
+    raise ValueError("look_at: eye and target coincide")
   z /= np.linalg.norm(z)
-  x = np.cross(z, up)  # right-handed with y = z x x pointing away from `up`
+  x = np.cross(z, up)  # right = down x forward, with down = -up
   if np.linalg.norm(x) < 1e-9:
-    raise ValueError("look_at: viewing direction is parallel to `up`")
+    raise ValueError("look_at: viewing direction is parallel to up")
   x /= np.linalg.norm(x)
   y = np.cross(z, x)
   c2w = np.eye(4)
-  c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = x, y, z, eye
-  return c2w.astype(np.float32)
+  c2w[:3, :3] = np.stack([x, y, z], axis=1)
+  c2w[:3, 3] = eye
+  return c2w

@@ -32,6 +32,8 @@ from typing import Union
 
 import numpy as np
 
+from movenerf import cameras
+
 KINDS = ("object", "forward")
 OBJECT_CAMERA_RADIUS = 4.0  # object cameras sit on this sphere ...
 OBJECT_BOUND = 1.5  # ... and every object lies inside this ball.
@@ -185,25 +187,8 @@ def _check_seed(seed: int) -> None:
 
 
 def look_at(eye, target, up=(0.0, 1.0, 0.0)) -> np.ndarray:
-  """Camera-to-world [4, 4] (float64, OpenCV) at ``eye`` looking at ``target``.
-
-  Camera z points at the target and camera y points along -``up``
-  projected onto the image plane (y is "down" in OpenCV).
-  """
-  eye, target, up = (np.asarray(x, dtype=np.float64) for x in (eye, target, up))
-  z = target - eye
-  if np.linalg.norm(z) < 1e-12:
-    raise ValueError("look_at: eye and target coincide")
-  z /= np.linalg.norm(z)
-  x = np.cross(z, up)  # = (-up) x z, i.e. right = down x forward
-  if np.linalg.norm(x) < 1e-9:
-    raise ValueError("look_at: viewing direction is parallel to up")
-  x /= np.linalg.norm(x)
-  y = np.cross(z, x)
-  c2w = np.eye(4)
-  c2w[:3, :3] = np.stack([x, y, z], axis=1)
-  c2w[:3, 3] = eye
-  return c2w
+  """``cameras.look_at`` with this module's world up (+y): [4, 4] float64, OpenCV."""
+  return cameras.look_at(eye, target, up)
 
 
 def _random_texture(rng: np.random.Generator, cell_range: tuple[float, float]) -> Texture:
