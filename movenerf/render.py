@@ -17,7 +17,7 @@ import numpy as np
 
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
-from movenerf.models.gnt_model import GNTModel, RenderOutput
+from movenerf.models.gnt_model import GNTModel
 from movenerf.moe.expert_map import expert_fractions
 from movenerf.moe.layer import MOE_COLLECTION, moe_layers
 from movenerf.rays import Rays, image_rays

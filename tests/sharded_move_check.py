@@ -5,7 +5,6 @@ import os
 
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
 
-import dataclasses  # noqa: E402
 import json  # noqa: E402
 
 import jax  # noqa: E402

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from movenerf.models.layers import FeedForward, Linear, LinearMLP2, layer_norm

@@ -160,7 +160,7 @@ def run_parity(path: str, tolerance: float = 1e-4) -> ParityReport:
   compare("inter/featmaps_coarse", to_nchw(featmaps[0]))
   compare("inter/featmaps_fine", to_nchw(featmaps[1]))
 
-  def render_pass(net_name, depths, featmap, prefix, out_prefix, debug_prefix, sub):
+  def render_pass(net_name, depths, featmap, prefix, out_prefix, debug_prefix, n_sub):
     points = rays_lib.points_along_rays(rays, depths)
     samples, xy = project_and_sample(points, query_cam, sources, featmap)
 
@@ -168,7 +168,6 @@ def run_parity(path: str, tolerance: float = 1e-4) -> ParityReport:
       return getattr(module, net_name)(samples, points, rays.directions, deterministic=True)
 
     (rgb, weights), inter = model.apply(variables, method=run_net, mutable=["intermediates"])
-    n_sub = sub
     compare(f"inter/pts{prefix}", points)
     compare(f"inter/mask{prefix}", samples.mask)
     compare(f"inter/ray_diff{prefix}_sub", samples.ray_diff[:n_sub])

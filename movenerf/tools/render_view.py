@@ -15,7 +15,6 @@ it renders what the released model renders. Writes to the workdir:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
@@ -33,7 +32,6 @@ from movenerf.data import procedural
 from movenerf.epipolar import SourceViews
 from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 from movenerf.official_checkpoint import load_official_checkpoint
-from movenerf.rays import pixel_rays
 from movenerf.render import encode_sources, render_image
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt.py:tiny",
