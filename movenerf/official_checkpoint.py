@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf.models.gnt_model import GNTConfig, GNTModel
+from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 
 NETWORKS = ("feature_net", "net_coarse", "net_fine")
 
@@ -194,14 +194,10 @@ def export_official_arrays(variables: Mapping[str, Any]) -> dict[str, np.ndarray
   return out
 
 
-def abstract_params(config: GNTConfig, num_views: int = 2, size: int = 16) -> Any:
+def abstract_params(config: GNTConfig) -> Any:
   """Shapes of ``GNTModel(config)``'s parameters (no computation)."""
-  from movenerf import testing  # pylint: disable=import-outside-toplevel
   model = GNTModel(config)
-  rays, camera, sources = testing.dummy_inputs(num_views, size, size)
-  variables = jax.eval_shape(
-      lambda: model.init(jax.random.PRNGKey(0), rays, camera, sources, 2.0, 6.0))
-  return variables["params"]
+  return jax.eval_shape(lambda: init_variables(model, jax.random.PRNGKey(0)))["params"]
 
 
 def load_official_checkpoint(path: str, **overrides) -> tuple[GNTConfig, dict[str, Any]]:

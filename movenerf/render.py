@@ -110,9 +110,9 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
   padded = -(-total // chunk_size) * chunk_size
   pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], padded - total, 0)], 0)
   rays = Rays(pad(rays.origins), pad(rays.directions))
+  moe = model.config.moe
   parts: dict[str, list] = {}
   for start in range(0, padded, chunk_size):
-    moe = model.config.moe
     out = render_chunk(model, variables, rays[start:start + chunk_size], target_camera,
                        sources, featmaps, near, far, sub_chunk, moe is not None)
     pieces = {}

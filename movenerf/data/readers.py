@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from movenerf import cameras
+from movenerf.data import samplers
 
 SPLIT_NAMES = ("train", "val", "test")
 # Standard near/far for the Blender scenes (objects inside a radius-~1.5 ball, cameras at ~4).
@@ -119,14 +120,6 @@ def _load_image(path: Path) -> np.ndarray:
   return arr
 
 
-def _resize(arr: np.ndarray, size_wh: tuple[int, int], resample) -> np.ndarray:
-  """[H, W, C] uint8 -> [h, w, C] uint8 with Pillow."""
-  if arr.shape[2] == 1:
-    out = np.asarray(Image.fromarray(arr[..., 0]).resize(size_wh, resample))
-    return out[..., None]
-  return np.asarray(Image.fromarray(arr).resize(size_wh, resample))
-
-
 def _stack_same_size(arrays: Sequence[np.ndarray], paths: Sequence[Path]) -> np.ndarray:
   """Stacks [H, W, C] images, raising ValueError naming the first file of a different size."""
   h, w = arrays[0].shape[:2]
@@ -199,8 +192,9 @@ def read_nerf_synthetic(scene_dir, splits: Sequence[str] = SPLIT_NAMES,
     scene_dir: folder with ``transforms_{split}.json`` and the PNGs.
     splits: splits to read, in order; a split whose json is missing is skipped with a warning.
     white_background: composite RGBA onto white (True) or black (False).
-    downsample: positive integer; images are resized by 1/downsample (Pillow box filter)
-      and intrinsics scaled with :func:`movenerf.cameras.scale_intrinsics`.
+    downsample: positive integer; images are averaged over downsample x downsample
+      blocks (``samplers.downscale_image``) and intrinsics scaled with
+      :func:`movenerf.cameras.scale_intrinsics`.
 
   Returns:
     SceneRecord with views ordered by split, then by json order.
@@ -243,7 +237,7 @@ def read_nerf_synthetic(scene_dir, splits: Sequence[str] = SPLIT_NAMES,
       if downsample > 1:
         if h % downsample or w % downsample:
           raise ValueError(f"{path}: size {w}x{h} not divisible by downsample={downsample}")
-        arr = _resize(arr, (w // downsample, h // downsample), Image.BOX)
+        arr = samplers.downscale_image(arr, downsample)
       images.append(_to_rgb(arr, background))
       paths.append(path)
       pose = np.asarray(frame["transform_matrix"], dtype=np.float64)

@@ -10,7 +10,7 @@ expert [T], the diversity loss (training only, as in the reference) and metrics.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
@@ -111,14 +111,15 @@ def moe_layers(collection: Any) -> list[tuple[str, dict]]:
   found = []
 
   def walk(node, path):
-    if isinstance(node, dict) and "probs" in node and "diversity_loss" in node:
+    if not isinstance(node, Mapping):
+      return
+    if "probs" in node and "diversity_loss" in node:
       found.append(("/".join(path), node))
       return
-    if isinstance(node, dict):
-      for key in node:
-        walk(node[key], path + (key,))
+    for key in node:
+      walk(node[key], path + (key,))
 
-  walk(jax.tree_util.tree_map(lambda x: x, dict(collection)), ())
+  walk(collection, ())
 
   def order(item):  # view_trans_{i} numerically
     parts = [int(p.rsplit("_", 1)[1]) if p.startswith("view_trans_") else 0

@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from movenerf import visualize
 from movenerf.moe import expert_map
 from movenerf.cameras import Cameras
-from movenerf.data import procedural
+from movenerf.data import procedural, samplers
 from movenerf.epipolar import SourceViews
 from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 from movenerf.official_checkpoint import load_official_checkpoint
@@ -37,13 +37,6 @@ from movenerf.render import encode_sources, render_image
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt.py:tiny",
                                           "experiment config file:variant", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
-
-
-def nearest_views(c2w: np.ndarray, target: int, count: int) -> np.ndarray:
-  """Indices of the ``count`` cameras (excluding ``target``) closest to it in position."""
-  dist = np.linalg.norm(c2w[:, :3, 3] - c2w[target, :3, 3], axis=-1)
-  dist[target] = np.inf
-  return np.argsort(dist, kind="stable")[:count]
 
 
 def build_model(config) -> tuple[GNTModel, dict]:
@@ -67,7 +60,8 @@ def run(config, workdir: str) -> dict:
   t0 = time.perf_counter()
   scene = procedural.make_scene(data.scene_seed, data.kind, data.num_source_views + 1, size, size)
   t_data = time.perf_counter() - t0
-  src = nearest_views(scene.c2w, data.target_view, data.num_source_views)
+  src = samplers.select_source_views(scene.c2w[data.target_view], scene.c2w,
+                                     data.num_source_views, exclude=[data.target_view])
   cams = lambda idx: Cameras(jnp.asarray(scene.intrinsics[idx]), jnp.asarray(scene.c2w[idx]),
                              size, size)
   sources = SourceViews(jnp.asarray(scene.images[src], jnp.float32) / 255.0, cams(src))
