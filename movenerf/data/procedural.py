@@ -33,6 +33,7 @@ from typing import Union
 import numpy as np
 
 from movenerf import cameras
+from movenerf.data import readers
 
 KINDS = ("object", "forward")
 OBJECT_CAMERA_RADIUS = 4.0  # object cameras sit on this sphere ...
@@ -361,3 +362,27 @@ def make_scene(
     near, far = (0.9 * float(fg.min()), 1.1 * float(fg.max())) if fg.size else (0.1, 20.0)
   return Scene(images, depths, masks, intrinsics, c2w, float(near), float(far), kind,
                f"procedural_{kind}_{seed:06d}")
+
+
+def make_record(seed: int, kind: str = "object", num_views: int = 20, height: int = 64,
+                width: int = 64, holdout_every: int = 8):
+  """Scene ``seed`` as a :class:`movenerf.data.readers.SceneRecord` (with depths and masks).
+
+  Views ``0, holdout_every, 2 * holdout_every, ...`` form the "test" split and the rest
+  "train", as in the LLFF hold-out protocol; ``holdout_every <= 0`` makes every view
+  "train". Near/far are the scene's exact bounds, repeated per view.
+  """
+  scene = make_scene(seed, kind, num_views, height, width)
+  split = np.full([num_views], "train", dtype="<U5")
+  if holdout_every > 0:
+    split[::holdout_every] = "test"
+  return readers.SceneRecord(
+      scene_id=scene.scene_id,
+      images=scene.images,
+      intrinsics=scene.intrinsics,
+      c2w=scene.c2w,
+      near=np.full([num_views], scene.near, np.float32),
+      far=np.full([num_views], scene.far, np.float32),
+      split=split,
+      masks=scene.masks,
+      depths=scene.depths)

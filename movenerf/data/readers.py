@@ -49,6 +49,8 @@ class SceneRecord:
     far: [N] float32 per-view far depth.
     split: [N] str array, the split ("train" / "val" / "test") of each view.
     masks: [N, H, W] bool foreground masks, or None.
+    depths: [N, H, W] float32 z-depths (0 on background), or None; only the generated
+      dataset knows them.
   """
 
   scene_id: str
@@ -59,6 +61,7 @@ class SceneRecord:
   far: np.ndarray
   split: np.ndarray
   masks: np.ndarray | None = None
+  depths: np.ndarray | None = None
 
   @property
   def num_views(self) -> int:
@@ -92,7 +95,8 @@ class SceneRecord:
         near=self.near[idx],
         far=self.far[idx],
         split=self.split[idx],
-        masks=None if self.masks is None else self.masks[idx])
+        masks=None if self.masks is None else self.masks[idx],
+        depths=None if self.depths is None else self.depths[idx])
 
   def split_indices(self, name: str) -> np.ndarray:
     """[M] int64 indices of the views in split ``name``."""
@@ -403,9 +407,13 @@ _READERS = {
 
 
 def read_scene(format_name: str, scene_dir, **kwargs) -> SceneRecord:
-  """Dispatches to the reader for ``format_name`` ("nerf_synthetic", "llff" or "dtu")."""
-  reader = _READERS.get(format_name)
+  """Dispatches to the reader for ``format_name``: "nerf_synthetic", "llff", "dtu", or an
+  IBRNet collection format of :mod:`movenerf.data.ibrnet_readers`."""
+  # Imported here: ibrnet_readers builds on this module's helpers.
+  from movenerf.data import ibrnet_readers  # pylint: disable=g-import-not-at-top
+  readers_by_name = dict(_READERS, **ibrnet_readers.READERS)
+  reader = readers_by_name.get(format_name)
   if reader is None:
-    raise ValueError(
-        f"unknown dataset format {format_name!r}; allowed formats: {sorted(_READERS)}")
+    raise ValueError(f"unknown dataset format {format_name!r}; allowed formats: "
+                     f"{sorted(readers_by_name)}")
   return reader(scene_dir, **kwargs)
