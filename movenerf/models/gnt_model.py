@@ -45,6 +45,8 @@ class GNTConfig:
     inverse_depth: sample uniformly in inverse depth (forward-facing scenes).
     dtype: compute dtype of the transformer matmuls ("float32" or "bfloat16").
     moe: GNT-MoVE mixture of view experts (None: dense GNT).
+    feature_width: channel scale of the ResUNet (64: the official network; the tiny CPU
+      configs use 16, a 16x smaller CNN).
     feature_dtype: compute dtype of the CNN feature extractor. It runs once per set
       of source views, and bfloat16 convolutions (accumulated in bfloat16 on CPU)
       shift its features by ~20%, so it defaults to float32.
@@ -63,6 +65,7 @@ class GNTConfig:
   inverse_depth: bool = False
   dtype: str = "float32"
   feature_dtype: str = "float32"
+  feature_width: int = 64
   moe: MoEConfig | None = None
 
   @property
@@ -127,7 +130,7 @@ class GNTModel(nn.Module):
                          ff_ratio=c.ff_ratio, dropout=c.dropout, dtype=c.compute_dtype,
                          moe=c.moe)
     self.feature_net = ResUNet(c.coarse_feat_dim, c.fine_feat_dim, c.single_net,
-                               dtype=jnp.dtype(c.feature_dtype))
+                               width=c.feature_width, dtype=jnp.dtype(c.feature_dtype))
     self.net_coarse = net()
     self.net_fine = None if c.single_net else net()
 

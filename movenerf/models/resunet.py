@@ -124,7 +124,9 @@ class ResUNet(nn.Module):
     coarse_out_ch: channels of the coarse map (D).
     fine_out_ch: channels of the fine map (used when not ``single_net``).
     single_net: one map serves both passes.
-    stages: (channels, blocks) of the encoder stages.
+    stages: (channels, blocks) of the encoder stages (ResNet-34's for width 64).
+    width: channel scale: every layer's channels are multiplied by ``width / 64``
+      (64 is the official network; small CPU configs use 16).
     dtype: compute dtype.
   """
 
@@ -132,6 +134,7 @@ class ResUNet(nn.Module):
   fine_out_ch: int = 32
   single_net: bool = True
   stages: Sequence[tuple[int, int]] = _STAGES
+  width: int = 64
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -146,12 +149,14 @@ class ResUNet(nn.Module):
       the same array twice when ``single_net``.
     """
     out_ch = self.coarse_out_ch if self.single_net else self.coarse_out_ch + self.fine_out_ch
+    scale = lambda ch: max(1, ch * self.width // 64)  # noqa: E731
+    stages = [(scale(ch), blocks) for ch, blocks in self.stages]
     x = images.astype(self.dtype)
-    x = ReflectConv(self.stages[0][0], 7, 2, use_bias=False, dtype=self.dtype, name="conv1")(x)
+    x = ReflectConv(stages[0][0], 7, 2, use_bias=False, dtype=self.dtype, name="conv1")(x)
     x = nn.relu(instance_norm("bn1", self.dtype)(x))
     skips = []
-    in_ch = self.stages[0][0]
-    for s, (ch, blocks) in enumerate(self.stages):
+    in_ch = stages[0][0]
+    for s, (ch, blocks) in enumerate(stages):
       for b in range(blocks):
         stride = 2 if b == 0 else 1
         project = b == 0 and (stride != 1 or in_ch != ch)
@@ -159,10 +164,11 @@ class ResUNet(nn.Module):
         in_ch = ch
       skips.append(x)
     x = skips[-1]
-    for level, (skip, ch) in zip((3, 2), ((skips[1], 128), (skips[0], 64))):
+    for level, (skip, ch) in zip((3, 2), ((skips[1], scale(128)), (skips[0], scale(64)))):
       x = ConvNormELU(ch, dtype=self.dtype, name=f"upconv{level}")(upsample2x_align_corners(x))
       x = _skip_concat(skip, x)
-      x = ConvNormELU(128 if level == 3 else out_ch, dtype=self.dtype, name=f"iconv{level}")(x)
+      x = ConvNormELU(scale(128) if level == 3 else out_ch, dtype=self.dtype,
+                      name=f"iconv{level}")(x)
     x = nn.Conv(out_ch, (1, 1), dtype=self.dtype, name="out_conv")(x)
     if self.single_net:
       return x, x

@@ -1,11 +1,12 @@
-r"""Renders a held-out view of a generated scene with GNT (the current main job).
+r"""Renders one held-out view of a generated scene (``config.render_view``) with GNT.
 
-  python -m movenerf.tools.render_view --config experiments/gnt.py:tiny --workdir runs/demo
+  python -m movenerf.tools.render_view --config experiments/gnt.py:tiny --workdir runs/view
+  python -m movenerf.tools.render_view --config experiments/gnt.py:tiny --workdir runs/view \
+      --config.init_from=runs/demo          # a trained movenerf run
 
-Without ``--config.checkpoint`` the model is randomly initialised (training arrives
-with the training job), so the render shows the pipeline, not a trained result. With
-official GNT weights (``--config.checkpoint=model_720000.pth`` or a converted ``.npz``)
-it renders what the released model renders. Writes to the workdir:
+Weights: ``--config.checkpoint`` (official GNT ``.pth`` / converted ``.npz``), else
+``--config.init_from`` (a movenerf training run), else random initialisation (a render
+that shows the pipeline, not a trained result). Writes to the workdir:
   render.png   prediction | ground truth
   depth.png    predicted depth | ground-truth depth (same colour scale)
   sources.png  the source views
@@ -33,6 +34,7 @@ from movenerf.epipolar import SourceViews
 from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 from movenerf.official_checkpoint import load_official_checkpoint
 from movenerf.render import encode_sources, render_image
+from movenerf.training import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt.py:tiny",
                                           "experiment config file:variant", lock_config=True)
@@ -40,7 +42,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=Tru
 
 
 def build_model(config) -> tuple[GNTModel, dict]:
-  """Model and variables from the config (official checkpoint or random init)."""
+  """Model and variables from the config (official checkpoint, a run, or random init)."""
   model_cfg = GNTConfig.from_dict(config.model.to_dict())
   if config.checkpoint:
     sampling = {k: getattr(model_cfg, k) for k in
@@ -48,20 +50,24 @@ def build_model(config) -> tuple[GNTModel, dict]:
     model_cfg, variables = load_official_checkpoint(config.checkpoint, **sampling)
     return GNTModel(model_cfg), variables
   model = GNTModel(model_cfg)
+  if config.init_from:
+    params, _ = checkpoint.restore_params(config.init_from)
+    return model, {"params": jax.tree.map(np.asarray, params)}
   return model, init_variables(model, jax.random.PRNGKey(config.seed))
 
 
 def run(config, workdir: str) -> dict:
   """Generates the scene, renders the target view, writes images and metrics."""
-  data = config.data
-  if data.num_source_views < 1:
-    raise ValueError("data.num_source_views must be >= 1")
+  data = config.render_view
+  num_source_views = config.data.example.num_source_views
+  if num_source_views < 1:
+    raise ValueError("data.example.num_source_views must be >= 1")
   size = data.image_size
   t0 = time.perf_counter()
-  scene = procedural.make_scene(data.scene_seed, data.kind, data.num_source_views + 1, size, size)
+  scene = procedural.make_scene(data.scene_seed, data.kind, num_source_views + 1, size, size)
   t_data = time.perf_counter() - t0
   src = samplers.select_source_views(scene.c2w[data.target_view], scene.c2w,
-                                     data.num_source_views, exclude=[data.target_view])
+                                     num_source_views, exclude=[data.target_view])
   cams = lambda idx: Cameras(jnp.asarray(scene.intrinsics[idx]), jnp.asarray(scene.c2w[idx]),
                              size, size)
   sources = SourceViews(jnp.asarray(scene.images[src], jnp.float32) / 255.0, cams(src))
@@ -99,13 +105,14 @@ def run(config, workdir: str) -> dict:
       scene=scene.scene_id, psnr=visualize.psnr(out["rgb"], gt),
       rays=size * size, render_seconds=t_render, rays_per_second=size * size / t_render,
       scene_generation_seconds=t_data, encode_seconds_with_compile=t_compile,
-      random_init=not config.checkpoint, config=config.to_dict())
+      random_init=not (config.checkpoint or config.init_from), config=config.to_dict())
   tmp = os.path.join(workdir, "metrics.json.tmp")
   with open(tmp, "w") as f:
     json.dump(metrics, f, indent=2)
   os.replace(tmp, os.path.join(workdir, "metrics.json"))
+  weights = config.checkpoint or config.init_from
   print(f"PSNR {metrics['psnr']:.2f} dB "
-        f"({'random weights' if metrics['random_init'] else config.checkpoint}); "
+        f"({'random weights' if metrics['random_init'] else weights}); "
         f"{metrics['rays_per_second']:,.0f} rays/s incl. compilation; wrote {workdir}/"
         "{render,depth,sources}.png" + (", experts.png" if "experts" in out else "")
         + " and metrics.json")

@@ -1,0 +1,69 @@
+r"""Evaluates a trained model zero-shot on the held-out scenes of a config.
+
+  python -m movenerf.eval --config experiments/gnt_move.py:tiny --workdir runs/demo
+  python -m movenerf.eval --config experiments/gnt.py:paper --checkpoint model_720000.pth \
+      --out runs/official_eval
+
+``--workdir`` takes the latest checkpoint of a training run; ``--checkpoint`` a run
+folder or an official GNT ``.pth`` / ``.npz``. Writes per-view PNGs (prediction, ground
+truth, depth, expert map), ``metrics.json``, ``metrics.txt`` and (``eval.video_frames``)
+a video to ``--out`` (default ``WORKDIR/eval``) and prints PSNR / SSIM / LPIPS per scene.
+"""
+
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from movenerf import evaluation
+from movenerf.models.gnt_model import GNTConfig, GNTModel
+from movenerf.training import checkpoint
+
+_CONFIG = _WORKDIR = _CHECKPOINT = _OUT = None  # defined by _define_flags() when run as a program
+
+
+def _define_flags() -> None:
+  """Flags exist only when this module is the program, so that importing it (tests, other
+  tools) does not clash with other modules' --config / --workdir flags."""
+  global _CONFIG, _WORKDIR, _CHECKPOINT, _OUT
+  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt_move.py:tiny",
+                                            "experiment config file:variant", lock_config=True)
+  _WORKDIR = flags.DEFINE_string("workdir", None, "training run to evaluate")
+  _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "run folder or official .pth/.npz")
+  _OUT = flags.DEFINE_string("out", None, "output folder (default WORKDIR/eval)")
+
+
+def load_model(config, source: str):
+  """(model, params) from a run folder or an official checkpoint file."""
+  if source.endswith((".pth", ".npz", ".pt")):
+    from movenerf import official_checkpoint  # pylint: disable=g-import-not-at-top
+    m = config.model
+    model_cfg, variables = official_checkpoint.load_official_checkpoint(
+        source, num_samples=m.num_samples, num_importance=m.num_importance,
+        inverse_depth=m.inverse_depth)
+    return GNTModel(model_cfg), variables["params"]
+  params, _ = checkpoint.restore_params(source)
+  model = GNTModel(GNTConfig.from_dict(config.model.to_dict()))
+  return model, jax.tree.map(np.asarray, params)
+
+
+def main(argv):
+  del argv
+  if not flags.FLAGS["verbosity"].present:  # orbax / jax INFO lines would drown the progress
+    logging.set_verbosity(logging.WARNING)
+  source = _CHECKPOINT.value or _WORKDIR.value
+  if not source:
+    raise app.UsageError("give --workdir (a training run) or --checkpoint")
+  out = _OUT.value or os.path.join(_WORKDIR.value or ".", "eval")
+  model, params = load_model(_CONFIG.value, source)
+  evaluation.run_eval(_CONFIG.value, model, params, out)
+  print(f"wrote {out}/metrics.json and per-view images")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

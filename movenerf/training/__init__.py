@@ -1,0 +1,1 @@
+"""Training: data from configs, optimiser, the sharded train step, checkpoints, the loop."""
