@@ -72,10 +72,15 @@ def initial_params(config, model: GNTModel) -> Any:
   if config.upcycle:
     from movenerf.moe.upcycle import upcycle  # pylint: disable=g-import-not-at-top
     return upcycle(loaded, params)
-  want = jax.tree.structure(params)
-  if jax.tree.structure(loaded) != want:
+  if jax.tree.structure(loaded) != jax.tree.structure(params):
     raise ValueError(f"init_from={src}: its parameters do not match the configured model "
                      "(set upcycle=true to start MoVE from a dense model)")
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  bad = [f"{jax.tree_util.keystr(k)}: {np.shape(a)} vs {np.shape(b)}"
+         for (k, b), a in zip(flat, jax.tree.leaves(loaded)) if np.shape(a) != np.shape(b)]
+  if bad:
+    raise ValueError(f"init_from={src}: parameter shapes do not match the configured model "
+                     f"(checkpoint vs config): {bad[:5]}")
   return jax.tree.map(lambda a, b: np.asarray(a, dtype=np.asarray(b).dtype), loaded, params)
 
 

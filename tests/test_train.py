@@ -220,6 +220,12 @@ def test_fewshot_from_a_run_and_upcycled_move(tmp_path):
   with pytest.raises(ValueError, match="do not match the configured model"):
     m.upcycle = False
     train_main.initial_params(m, model)
+  # Same structure, other sizes: named, not silently loaded.
+  wide = small_config(num_steps=1)
+  wide.model.width = 24
+  wide.init_from = str(base)
+  with pytest.raises(ValueError, match=r"shapes do not match the configured model"):
+    train_main.initial_params(wide, train_main.build_model(wide))
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
