@@ -64,9 +64,8 @@ def initial_params(config, model: GNTModel) -> Any:
     return params
   if src.endswith((".pth", ".npz", ".pt")):
     from movenerf import official_checkpoint  # pylint: disable=g-import-not-at-top
-    dense_cfg, variables = official_checkpoint.load_official_checkpoint(src)
+    _, variables = official_checkpoint.load_official_checkpoint(src)
     loaded = variables["params"]
-    del dense_cfg
   else:
     loaded, _ = checkpoint.restore_params(src)
   if config.upcycle:

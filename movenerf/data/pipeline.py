@@ -33,7 +33,6 @@ key                   shape / dtype        meaning
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from typing import Any, Mapping, Optional, Sequence
 
@@ -329,9 +328,3 @@ def eval_examples(source: views.ViewSource, num_source_views: int = 10,
         ex["tgt_depth"] = target.depths[0]
       yield ex
 
-
-def num_steps_per_epoch(source: views.ViewSource, global_batch: int,
-                        split: str = "train") -> int:
-  """Steps that show every target view of ``split`` once on average (for logging)."""
-  views_total = sum(c.num_views for c in source.scenes(split))
-  return max(1, math.ceil(views_total / global_batch))
