@@ -20,7 +20,8 @@ import numpy as np
 from ml_collections import config_flags
 
 from movenerf import evaluation
-from movenerf.models.gnt_model import GNTConfig, GNTModel
+from movenerf.models import registry
+from movenerf.models.gnt_model import GNTModel
 from movenerf.training import checkpoint
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _OUT = None  # defined by _define_flags() when run as a program
@@ -47,7 +48,7 @@ def load_model(config, source: str):
         inverse_depth=m.inverse_depth)
     return GNTModel(model_cfg), variables["params"]
   params, _ = checkpoint.restore_params(source)
-  model = GNTModel(GNTConfig.from_dict(config.model.to_dict()))
+  model = registry.build_model(config.model)
   return model, jax.tree.map(np.asarray, params)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 import numpy as np
@@ -30,6 +30,7 @@ from movenerf import visualize
 from movenerf.cameras import Cameras
 from movenerf.data import pipeline
 from movenerf.epipolar import SourceViews
+from movenerf.models import decoupled, registry
 from movenerf.moe import expert_map
 from movenerf.render import render_image
 from movenerf.training import data as train_data
@@ -48,20 +49,37 @@ def example_cameras(ex: dict) -> tuple[Cameras, SourceViews]:
 
 def render_example(model, variables, ex: dict, chunk_size: int) -> dict:
   """Renders the whole target of an evaluation example: 'rgb' [H, W, 3], 'depth' [H, W]
-  (and 'experts' [H, W, L, E] for GNT-MoVE)."""
+  (and 'experts' [H, W, L, E] for GNT-MoVE; Decoupling-NeRF's depth is the nominal
+  layer depth of ``decoupled.layer_depth``)."""
   target, sources = example_cameras(ex)
+  if registry.is_decoupled(model):
+    return decoupled.render_view(model, variables, sources.images, sources.cameras, target,
+                                 float(ex["near"]), float(ex["far"]))
   return render_image(model, variables, target, sources, float(ex["near"]), float(ex["far"]),
                       chunk_size)
 
 
+def nearest_view(ex: dict) -> dict:
+  """The baseline a generalising model must beat: the nearest source view, unchanged
+  (resized to the target's size if needed), as the prediction: 'rgb' [H, W, 3]."""
+  image = ex["src_images"][0]  # eval_examples ranks the sources best first
+  hw = ex["tgt_image"].shape[:2]
+  if image.shape[:2] != hw:
+    image = pipeline.resize_image(image, hw)
+  return {"rgb": image.astype(np.float32) / 255.0}
+
+
 def panels(out: dict, ex: dict) -> dict:
   """Images for people: depth (predicted | true, same scale) and expert maps."""
+  result = {}
+  if "depth" not in out:
+    return result
   near, far = float(ex["near"]), float(ex["far"])
   depths = [visualize.colorize(out["depth"], near, far)]
   if "tgt_depth" in ex:
     true = np.where(ex.get("tgt_mask", ex["tgt_depth"] > 0), ex["tgt_depth"], np.nan)
     depths.append(visualize.colorize(true, near, far))
-  result = {"depth": visualize.contact_sheet(depths, columns=len(depths))}
+  result["depth"] = visualize.contact_sheet(depths, columns=len(depths))
   if "experts" in out:
     maps = [expert_map.colorize_experts(out["experts"][:, :, l])
             for l in range(out["experts"].shape[2])]
@@ -70,15 +88,23 @@ def panels(out: dict, ex: dict) -> dict:
 
 
 def evaluate_source(model, variables, name: str, source, cfg, out_dir: str,
-                    lpips_fn=None, verbose: bool = True) -> list[dict]:
-  """Renders and scores every held-out view of one dataset; returns per-view rows."""
+                    lpips_fn=None, verbose: bool = True, scene_ids=None,
+                    predict: Optional[Callable[[dict], dict]] = None) -> list[dict]:
+  """Renders and scores every held-out view of one dataset; returns per-view rows.
+
+  ``scene_ids`` limits the scenes; ``predict`` (example -> {'rgb', ...}) replaces
+  rendering with ``model`` (e.g. ``nearest_view``).
+  """
   rows = []
   limit = cfg.max_views_per_scene or None
   examples = list(pipeline.eval_examples(source, cfg.num_source_views,
-                                         max_views_per_scene=limit))
+                                         scene_ids=scene_ids, max_views_per_scene=limit,
+                                         image_size=cfg.get("image_size")))
+  if predict is None:
+    predict = lambda ex: render_example(model, variables, ex, cfg.chunk_size)
   start = time.perf_counter()
   for i, ex in enumerate(examples):
-    out = render_example(model, variables, ex, cfg.chunk_size)
+    out = predict(ex)
     gt = ex["tgt_image"].astype(np.float32) / 255.0
     scores = image_metrics.image_metrics(out["rgb"], gt, lpips_fn)
     folder = os.path.join(out_dir, name, ex["scene_id"])
@@ -166,11 +192,12 @@ def _video(config, model, variables, source, path: str, verbose: bool) -> Option
   from movenerf import camera_paths, video  # pylint: disable=g-import-not-at-top
   cams = source.scenes("train")[0]
   ex = next(pipeline.eval_examples(source, config.eval.num_source_views,
-                                   scene_ids=[cams.scene_id]))
-  _, sources = example_cameras(ex)
+                                   scene_ids=[cams.scene_id],
+                                   image_size=config.eval.get("image_size")))
+  target, sources = example_cameras(ex)
   path_c2w = camera_paths.auto_path(cams.c2w, float(cams.near.min()), float(cams.far.max()),
                                     config.eval.video_frames)
-  return video.render_video(model, variables, sources, cams.intrinsics[0], path_c2w,
-                            cams.height, cams.width, float(ex["near"]), float(ex["far"]),
-                            config.eval.chunk_size, path, fps=config.eval.video_fps,
-                            progress=verbose)
+  return video.render_video(model, variables, sources, np.asarray(ex["tgt_intrinsics"]),
+                            path_c2w, target.height, target.width, float(ex["near"]),
+                            float(ex["far"]), config.eval.chunk_size, path,
+                            fps=config.eval.video_fps, progress=verbose)

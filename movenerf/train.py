@@ -1,6 +1,8 @@
-r"""Trains GNT or GNT-MoVE across scenes; resumes automatically; evaluates at the end.
+r"""Trains GNT, GNT-MoVE or Decoupling-NeRF across scenes; resumes automatically;
+evaluates at the end.
 
   python -m movenerf.train --config experiments/gnt_move.py:tiny --workdir runs/demo
+  python -m movenerf.train --config experiments/decoupled_nerf.py:tiny --workdir runs/dc
   python -m movenerf.train --config experiments/gnt.py:paper --workdir gs://... \
       --config.data.train.generated.format=tfds --config.data.train.generated.path=DIR
 
@@ -33,7 +35,7 @@ from ml_collections import config_flags
 
 from movenerf import sharding, visualize
 from movenerf.data import pipeline
-from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
+from movenerf.models import registry
 from movenerf.training import checkpoint, optim
 from movenerf.training import data as train_data
 from movenerf.training import step as train_step
@@ -51,17 +53,22 @@ def _define_flags() -> None:
                                  "checkpoints)", required=True)
 
 
-def build_model(config) -> GNTModel:
-  return GNTModel(GNTConfig.from_dict(config.model.to_dict()))
+def build_model(config):
+  """The model of ``config.model`` (GNT / GNT-MoVE, or Decoupling-NeRF by ``name``)."""
+  return registry.build_model(config.model)
 
 
-def initial_params(config, model: GNTModel) -> Any:
+def initial_params(config, model) -> Any:
   """Random init, or ``config.init_from``: a movenerf run, or official GNT weights;
   ``config.upcycle`` turns dense weights into MoVE experts."""
-  params = init_variables(model, jax.random.PRNGKey(config.seed))["params"]
+  params = registry.init_params(model, jax.random.PRNGKey(config.seed))
   src = config.init_from
   if not src:
     return params
+  if registry.is_decoupled(model) and (config.upcycle or
+                                       src.endswith((".pth", ".npz", ".pt"))):
+    raise ValueError(f"init_from={src} with upcycle={config.upcycle}: Decoupling-NeRF "
+                     "starts only from a movenerf run of the same model")
   if src.endswith((".pth", ".npz", ".pt")):
     from movenerf import official_checkpoint  # pylint: disable=g-import-not-at-top
     _, variables = official_checkpoint.load_official_checkpoint(src)
@@ -146,7 +153,10 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       maker, config.data.global_batch, num_workers=config.data.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count(),
       state=data_state or None)
-  step_fn = train_step.make_train_step(model, tx, config.loss, image_hw, mesh, shardings)
+  step_fn = train_step.make_train_step(model, tx, config.loss, image_hw, mesh, shardings,
+                                       sub_chunk=config.train.sub_chunk,
+                                       remat=config.train.remat,
+                                       batch_size=config.data.global_batch)
 
   writer = None
   if is_chief:
@@ -181,7 +191,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
         steps_done = step - start
         rate = config.train.log_every * rays_per_step / max(now - t_last, 1e-9)
         eta = (num_steps - step) * (now - t_start) / max(steps_done, 1)
-        scalars.update(step=step, rays_per_s=rate,
+        scalars.update(step=step, rays_per_s=rate, elapsed_s=now - t_start,
                        lr_feature=float(lr_fns["feature"](step)),
                        lr_transformer=float(lr_fns["transformer"](step)),
                        skipped_updates=int(jax.device_get(state.skipped)))
@@ -232,7 +242,8 @@ def _validation_view(config) -> Optional[dict]:
     return None
   name = sorted(config.data.eval.keys())[0]
   source = train_data.make_source(name, config.data.eval[name])
-  return next(pipeline.eval_examples(source, config.eval.num_source_views), None)
+  return next(pipeline.eval_examples(source, config.eval.num_source_views,
+                                     image_size=config.eval.get("image_size")), None)
 
 
 def _log_validation(writer, model, params, ex: dict, step: int, config) -> None:

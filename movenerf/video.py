@@ -23,6 +23,7 @@ import numpy as np
 
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
+from movenerf.models import decoupled
 from movenerf.models.gnt_model import GNTModel
 from movenerf.rays import image_rays
 from movenerf.render import encode_sources, render_rays_chunked
@@ -231,7 +232,7 @@ def render_video(model: GNTModel, variables, sources: SourceViews, intrinsics, p
   Depth colours use one scale for the whole video, so that they do not flicker.
 
   Args:
-    model, variables: a GNT model and its variables.
+    model, variables: a GNT (or Decoupling-NeRF) model and its variables.
     sources: V source views.
     intrinsics: [3, 3] for every frame, or [F, 3, 3].
     path_c2w: [F, 4, 4] camera-to-world matrices (e.g. from ``movenerf.camera_paths``).
@@ -264,13 +265,20 @@ def render_video(model: GNTModel, variables, sources: SourceViews, intrinsics, p
                                       and depth_range[1] > depth_range[0]):
     raise ValueError(f"depth_range must be finite (lo, hi) with hi > lo, got {depth_range}")
 
-  featmaps = encode_sources(model, variables, sources.images)
+  if isinstance(model, decoupled.DecoupledNeRF):
+    # One compiled call renders a whole frame; the model needs frames of the source size.
+    render_frame = lambda camera: decoupled.render_view(
+        model, variables, sources.images, sources.cameras, camera, near, far)
+  else:
+    featmaps = encode_sources(model, variables, sources.images)
+    render_frame = lambda camera: render_rays_chunked(
+        model, variables, image_rays(camera), camera, sources, near, far, chunk_size,
+        featmaps=featmaps)
   rgbs, depths = [], []
   start = time.perf_counter()
   for i in range(num_frames):
     camera = Cameras(jnp.asarray(k[i]), jnp.asarray(c2w[i]), height, width)
-    out = render_rays_chunked(model, variables, image_rays(camera), camera, sources, near,
-                              far, chunk_size, featmaps=featmaps)
+    out = render_frame(camera)
     rgbs.append(to_uint8(out["rgb"].reshape(height, width, 3)))  # uint8: 4x less memory
     depths.append(out["depth"].reshape(height, width).astype(np.float32))
     if progress:

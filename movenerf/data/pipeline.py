@@ -55,8 +55,10 @@ class ExampleSpec:
       (``samplers.view_distances``).
     num_candidates: training pool of nearest views the sources are drawn from (None:
       ``ceil(1.5 * num_source_views)``, see ``samplers.select_source_views``).
-    pixel_mode: "uniform", "center" (centre crop) or "mask" (foreground only, when the
-      source has masks).
+    pixel_mode: "uniform", "center" (centre crop), "mask" (foreground only, when the
+      source has masks) or "image" (every pixel in raster order, for image-level losses
+      such as Decoupling-NeRF's SSIM; ``rays_per_example`` must equal H * W, and with
+      ``source_size`` the target is resized to it as well).
     center_fraction: crop side fraction for "center".
     pair_fraction: share of the rays that come in nearby pairs (0 disables pairs).
     pair_max_distance: largest pixel distance within a pair.
@@ -90,7 +92,8 @@ class ExampleSpec:
     return cls(**d)
 
 
-def _resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+  """[H, W, 3] uint8 -> [hw[0], hw[1], 3] uint8."""
   if image.shape[:2] == tuple(hw):
     return image
   # Box filter when shrinking (no aliasing), bilinear when enlarging.
@@ -142,6 +145,13 @@ class ExampleMaker:
         continue
       if pool.num_views - (1 if same else 0) >= spec.num_source_views:
         usable.append(cams.scene_id)
+        if spec.pixel_mode == "image":
+          h, w = spec.source_size or (cams.height, cams.width)
+          if h * w != spec.rays_per_example:
+            raise ValueError(
+                f"dataset {name!r} scene {cams.scene_id!r}: pixel_mode='image' needs "
+                f"rays_per_example = H * W = {h}x{w} = {h * w}, got "
+                f"{spec.rays_per_example} (or set source_size)")
     if not usable:
       raise ValueError(
           f"dataset {name!r}: no scene has {spec.num_source_views} source views in split "
@@ -169,23 +179,31 @@ class ExampleMaker:
     target = src.load(spec.target_split, scene_ids[s], [t])
     sources = src.load(spec.source_split, scene_ids[s], chosen)
     h, w = tgt_cams.height, tgt_cams.width
+    tgt_image, tgt_k = target.images[0], tgt_cams.intrinsics[t]
     mask = None
     mode = spec.pixel_mode
     if mode == "mask":
       if target.masks is None:
         raise ValueError(f"pixel_mode='mask' but dataset {name!r} has no masks")
       mask, mode = target.masks[0], "uniform"
-    flat, pairs = samplers.sample_pixels_with_pairs(
-        h, w, spec.rays_per_example, rng, pair_fraction=spec.pair_fraction,
-        max_distance=spec.pair_max_distance, mode=mode,
-        center_fraction=spec.center_fraction, mask=mask)
+    if mode == "image":
+      if spec.source_size is not None and tuple(spec.source_size) != (h, w):
+        tgt_image = resize_image(tgt_image, spec.source_size)
+        tgt_k = samplers.scale_intrinsics_for(tgt_k, (h, w), spec.source_size)
+        h, w = spec.source_size
+      flat, pairs = np.arange(h * w), np.zeros((0, 2), np.int32)
+    else:
+      flat, pairs = samplers.sample_pixels_with_pairs(
+          h, w, spec.rays_per_example, rng, pair_fraction=spec.pair_fraction,
+          max_distance=spec.pair_max_distance, mode=mode,
+          center_fraction=spec.center_fraction, mask=mask)
     pixels = np.stack([flat % w, flat // w], axis=-1).astype(np.int32)
-    rgb = target.images[0].reshape(-1, 3)[flat].astype(np.float32) / 255.0
+    rgb = tgt_image.reshape(-1, 3)[flat].astype(np.float32) / 255.0
 
     src_images = sources.images
     src_k = pool.intrinsics[chosen]
     if spec.source_size is not None and tuple(spec.source_size) != (pool.height, pool.width):
-      src_images = np.stack([_resize(im, spec.source_size) for im in src_images])
+      src_images = np.stack([resize_image(im, spec.source_size) for im in src_images])
       src_k = samplers.scale_intrinsics_for(src_k, (pool.height, pool.width),
                                             spec.source_size)
     near, far = _depth_range(tgt_cams, t, pool, chosen)
@@ -193,7 +211,7 @@ class ExampleMaker:
         "src_images": src_images,
         "src_intrinsics": src_k.astype(np.float32),
         "src_c2w": pool.c2w[chosen],
-        "tgt_intrinsics": tgt_cams.intrinsics[t],
+        "tgt_intrinsics": np.asarray(tgt_k, np.float32),
         "tgt_c2w": tgt_cams.c2w[t],
         "pixels": pixels,
         "rgb": rgb,
@@ -288,13 +306,16 @@ def to_device_batch(batch: Mapping[str, np.ndarray], mesh, axis: str = "data"):
 def eval_examples(source: views.ViewSource, num_source_views: int = 10,
                   target_split: str = "test", source_split: str = "train",
                   selection: str = "position", scene_ids: Optional[Sequence[str]] = None,
-                  max_views_per_scene: Optional[int] = None):
+                  max_views_per_scene: Optional[int] = None,
+                  image_size: Optional[Sequence[int]] = None):
   """Every held-out view with its nearest source views, in a fixed order.
 
   Yields dicts like a training example but with the whole target: ``tgt_image``
   [H, W, 3] uint8 (plus ``tgt_mask`` / ``tgt_depth`` when the source has them), no
   ``pixels`` / ``rgb`` / ``pairs``, and ``scene_id`` / ``view_id``. Source views are the
-  ``num_source_views`` closest by ``selection`` (no randomness).
+  ``num_source_views`` closest by ``selection`` (no randomness). With ``image_size``
+  (H, W), target and source images are resized to it (box filter; masks and depths
+  nearest) and their intrinsics scaled, e.g. for models trained at a fixed size.
   """
   ids = scene_ids or [c.scene_id for c in source.scenes(target_split)]
   for sid in ids:
@@ -326,5 +347,28 @@ def eval_examples(source: views.ViewSource, num_source_views: int = 10,
         ex["tgt_mask"] = target.masks[0]
       if target.depths is not None:
         ex["tgt_depth"] = target.depths[0]
+      if image_size is not None:
+        ex = _resize_example(ex, tuple(int(x) for x in image_size))
       yield ex
+
+
+def _resize_nearest(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+  rows = (np.arange(hw[0]) + 0.5) * image.shape[0] / hw[0]
+  cols = (np.arange(hw[1]) + 0.5) * image.shape[1] / hw[1]
+  return image[rows.astype(int)][:, cols.astype(int)]
+
+
+def _resize_example(ex: dict, hw: tuple[int, int]) -> dict:
+  """An evaluation example with every image resized to ``hw`` and intrinsics scaled."""
+  th, tw = ex["tgt_image"].shape[:2]
+  sh, sw = ex["src_images"].shape[1:3]
+  ex = dict(ex)
+  ex["tgt_image"] = resize_image(ex["tgt_image"], hw)
+  ex["tgt_intrinsics"] = samplers.scale_intrinsics_for(ex["tgt_intrinsics"], (th, tw), hw)
+  ex["src_images"] = np.stack([resize_image(im, hw) for im in ex["src_images"]])
+  ex["src_intrinsics"] = samplers.scale_intrinsics_for(ex["src_intrinsics"], (sh, sw), hw)
+  for key in ("tgt_mask", "tgt_depth"):
+    if key in ex:
+      ex[key] = _resize_nearest(ex[key], hw)
+  return ex
 

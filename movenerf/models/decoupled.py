@@ -18,11 +18,13 @@ pixel's ray, so one encoding carries both where the camera is and where it looks
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from movenerf import metrics
 from movenerf.cameras import Cameras
@@ -246,6 +248,17 @@ class DecoupledConfig:
   num_layers: int = 8
   white_background: bool = False
 
+  @classmethod
+  def from_dict(cls, values: dict) -> "DecoupledConfig":
+    """From a plain dict (e.g. ``config.model.to_dict()`` without ``name``); unknown
+    keys are errors that name them."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown decoupled model config keys: {unknown}; "
+                       f"allowed: {sorted(known)}")
+    return cls(**values)
+
 
 class DecoupledNeRF(nn.Module):
   """Source photos + cameras -> a rendered target view."""
@@ -293,6 +306,60 @@ class DecoupledNeRF(nn.Module):
     layers = LayeredRenderer(cfg.num_layers, cfg.render_width, name="renderer")(rebuilt)
     rgb, acc, weights = composite_layers(layers, 1.0 if cfg.white_background else 0.0)
     return {"rgb": rgb, "layers": layers, "weights": weights, "acc": acc}
+
+
+def layer_depth(weights: jnp.ndarray, near, far) -> jnp.ndarray:
+  """Nominal depth map from compositing weights: the weighted mean of layer positions.
+
+  The layers carry no metric depth (the renderer only orders them front to back), so
+  layer ``i`` of D is placed at ``near + (i + 0.5) / D * (far - near)`` for display;
+  pixels that composite to nothing get ``far``.
+
+  Args:
+    weights: [D, H, W] compositing weights (``composite_layers``).
+    near, far: the depth range the layers are spread over.
+
+  Returns:
+    [H, W] depth.
+  """
+  num = weights.shape[0]
+  planes = near + (jnp.arange(num, dtype=weights.dtype) + 0.5) / num * (far - near)
+  acc = weights.sum(axis=0)
+  mean = jnp.einsum("dhw,d->hw", weights, planes) / jnp.maximum(acc, 1e-6)
+  return jnp.where(acc > 1e-6, mean, far)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _render(model: "DecoupledNeRF", variables, src_images, src_cameras, tgt_camera, near,
+            far):
+  out = model.apply(variables, src_images, src_cameras, tgt_camera)
+  return {"rgb": out["rgb"], "depth": layer_depth(out["weights"], near, far),
+          "acc": out["acc"]}
+
+
+def render_view(model: "DecoupledNeRF", variables, src_images: jnp.ndarray,
+                src_cameras: Cameras, tgt_camera: Cameras, near: float, far: float
+                ) -> dict:
+  """Renders one target view (compiled once per model and image size).
+
+  Args:
+    src_images: [V, H, W, 3] in [0, 1].
+    src_cameras, tgt_camera: as for :class:`DecoupledNeRF`.
+    near, far: range of the nominal depth map (``layer_depth``).
+
+  Returns:
+    NumPy 'rgb' [H, W, 3], 'depth' [H, W], 'acc' [H, W].
+  """
+  out = _render(model, variables, jnp.asarray(src_images, jnp.float32), src_cameras,
+                tgt_camera, jnp.float32(near), jnp.float32(far))
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def init_params(model: "DecoupledNeRF", rng: jax.Array) -> dict:
+  """Fresh parameters; their shapes do not depend on the image size or view count."""
+  from movenerf import testing  # pylint: disable=import-outside-toplevel
+  _, target, sources = testing.dummy_inputs(2, 32, 32, 1)
+  return jax.jit(model.init)(rng, sources.images, sources.cameras, target)["params"]
 
 
 def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray, mse_weight: float = 0.0) -> jnp.ndarray:

@@ -1,13 +1,23 @@
-r"""Inference benchmark of GNT at the reference configuration.
+r"""Benchmark of GNT and GNT-MoVE: inference and training throughput, memory, FLOP/s.
 
-  python -m movenerf.tools.bench                 # GNT and GNT-MoVE tables
-  python -m movenerf.tools.bench --json out.json # also JSON (infer_rays_per_s, ...)
+  python -m movenerf.tools.bench                       # reference config, GNT and MoVE
+  python -m movenerf.tools.bench --json out.json       # also JSON (infer_rays_per_s, ...)
+  python -m movenerf.tools.bench --suite --json b.json # GNT/MoVE x f32/bf16 x 512/2048 rays
 
 Reference configuration: depth 8, width 64, 10 source views of 64x64, 64 samples per
-ray (coarse only), chunks of 512 rays, float32. Reports the median of ``--repeats``
-timed runs after a warm-up (compile time separately), peak host memory (max RSS) and
-device memory where the backend reports it, model FLOPs per ray (XLA cost analysis of
-the compiled chunk) and the achieved FLOP/s.
+ray (coarse only), 512 rays per step, float32. For each model it reports
+
+* inference: rays/s rendering one chunk of ``--rays`` rays (median of ``--repeats``
+  timed runs after a warm-up), compile time, feature-net time;
+* training: rays/s and step time of the full train step (forward, backward, Adam
+  update) on one example of ``--rays`` rays, and its compile time;
+* model FLOPs per ray (XLA cost analysis) and the achieved FLOP/s against the device's
+  peak, measured in the same run with a large matmul (``peak_gflops_per_s``);
+* peak host memory (max RSS of the process) and peak device memory where the backend
+  reports it.
+
+``--suite`` runs every case in a fresh process (so each case's peak memory is its own)
+and prints one table.
 """
 
 from __future__ import annotations
@@ -15,24 +25,31 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
-from movenerf.data import procedural
+from movenerf.data import pipeline, procedural
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
 from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 from movenerf.moe.config import MoEConfig
 from movenerf.rays import image_rays
 from movenerf.render import default_sub_chunk, encode_sources, render_chunk
+from movenerf import sharding
+from movenerf.training import optim
+from movenerf.training import step as train_step
 
 
 def _scene(num_views: int, size: int):
@@ -120,13 +137,109 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
   return Prepared(lambda: render_chunk(*args), figures)
 
 
+def peak_matmul_flops(dtype: str = "float32", repeats: int = 5) -> float:
+  """The device's practical peak FLOP/s: the best time of a large square matmul."""
+  n = 2048 if jax.default_backend() == "cpu" else 8192
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  jax.block_until_ready(f(a))
+  best = float("inf")
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(f(a))
+    best = min(best, time.perf_counter() - start)
+  return 2.0 * n ** 3 / best
+
+
+def _train_batch(num_views: int, size: int, rays: int) -> dict:
+  """One training example (the ``pipeline`` layout) from a generated scene."""
+  scene = procedural.make_scene(0, "object", num_views + 1, size, size)
+  rng = np.random.default_rng(0)
+  flat = rng.choice(size * size, rays, replace=rays > size * size)
+  src = np.arange(1, num_views + 1)
+  ex = {
+      "src_images": scene.images[src], "src_intrinsics": scene.intrinsics[src],
+      "src_c2w": scene.c2w[src], "tgt_intrinsics": scene.intrinsics[0],
+      "tgt_c2w": scene.c2w[0],
+      "pixels": np.stack([flat % size, flat // size], -1).astype(np.int32),
+      "rgb": scene.images[0].reshape(-1, 3)[flat].astype(np.float32) / 255.0,
+      "pairs": np.stack([np.arange(0, rays // 4, 2), np.arange(1, rays // 4, 2)], -1),
+      "near": np.float32(scene.near), "far": np.float32(scene.far),
+  }
+  return {k: np.asarray(v)[None] for k, v in ex.items()}
+
+
+def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: int = 512,
+                  sub_chunk: int | None = None, remat: bool = True) -> Prepared:
+  """Builds, compiles and warms up the full train step on one example of ``rays`` rays."""
+  model = GNTModel(config)
+  params = init_variables(model, jax.random.PRNGKey(0))["params"]
+  opt_cfg = ml_collections.ConfigDict(dict(
+      name="adam", lr_feature=1e-3, lr_transformer=5e-4, decay_steps=0, decay_rate=0.5,
+      b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0, accumulate_steps=1))
+  loss_cfg = ml_collections.ConfigDict(dict(
+      coarse_weight=1.0, fine_weight=1.0, diversity_weight=0.01 if config.moe else 0.0,
+      consistency_weight=0.1 if config.moe else 0.0, symmetric_consistency=True))
+  tx = optim.make_optimizer(opt_cfg)
+  mesh = sharding.make_mesh()
+  if sub_chunk is None:
+    sub_chunk = default_train_sub_chunk()
+  with jax.set_mesh(mesh):
+    state, shardings = train_step.create_state(params, tx, 0, mesh)
+    step_fn = train_step.make_train_step(model, tx, loss_cfg, (size, size), mesh, shardings,
+                                         sub_chunk=sub_chunk, remat=remat)
+    batch = pipeline.to_device_batch(_train_batch(num_views, size, rays), mesh)
+    start = time.perf_counter()
+    compiled = step_fn.lower(state, batch).compile()
+    compile_s = time.perf_counter() - start
+  holder = {"state": state}
+
+  def run():
+    holder["state"], metrics = compiled(holder["state"], batch)
+    return metrics
+
+  jax.block_until_ready(run())  # warm-up
+  figures = {"train_rays": rays, "train_sub_chunk": sub_chunk, "train_remat": remat,
+             "train_compile_s": compile_s}
+  return Prepared(run, figures)
+
+
+def default_train_sub_chunk() -> int:
+  """Rays per training slice: 32 on CPU (cache-sized), 0 (no slicing) elsewhere."""
+  return 32 if jax.default_backend() == "cpu" else 0
+
+
 def benchmark(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int = 512,
-              repeats: int = 5, sub_chunk: int | None = None) -> dict:
-  """Times rendering one chunk of rays; returns the figures as a dict."""
+              repeats: int = 5, sub_chunk: int | None = None, train: bool = True,
+              train_sub_chunk: int | None = None, remat: bool = True) -> dict:
+  """Times inference (and training) at one configuration; returns the figures."""
+  peak = peak_matmul_flops(config.dtype)
   prepared = prepare(config, num_views, size, chunk, sub_chunk, repeats)
+  trainer = (prepare_train(config, num_views, size, chunk, train_sub_chunk, remat)
+             if train else None)
   for _ in range(repeats):
     prepared.time_once()
-  return prepared.result()
+    if trainer is not None:
+      trainer.time_once()
+  return _combine(prepared, trainer, peak)
+
+
+def _combine(prepared: Prepared, trainer: Prepared | None, peak: float) -> dict:
+  r = prepared.result()
+  r["peak_gflops_per_s"] = peak / 1e9
+  r["infer_fraction_of_peak"] = r["achieved_gflops_per_s"] * 1e9 / peak
+  if trainer is not None:
+    median = statistics.median(trainer.times)
+    rays = trainer.figures["train_rays"]
+    r.update(trainer.figures, train_rays_per_s=rays / median, train_step_s_median=median,
+             train_step_s_min=min(trainer.times))
+    # Forward + backward ~ 3x the forward FLOPs (the usual estimate; XLA's count of the
+    # sliced, rematerialised program would count the lax.map body once).
+    r["train_gflops_per_s"] = 3 * r["flops_per_ray"] * rays / median / 1e9
+    r["train_fraction_of_peak"] = r["train_gflops_per_s"] * 1e9 / peak
+  r["peak_host_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+  r["peak_device_bytes"] = _device_peak_bytes()
+  return r
 
 
 def format_table(r: dict) -> str:
@@ -142,8 +255,24 @@ def format_table(r: dict) -> str:
                     f"step {r['infer_step_s_median'] * 1e3:,.1f} ms)"),
       ("compile", f"{r['compile_s']:.1f} s (feature net {r['encode_compile_s']:.1f} s)"),
       ("feature net", f"{r['encode_s_median'] * 1e3:,.1f} ms per set of source views"),
-      ("model FLOPs", f"{r['flops_per_ray'] / 1e6:,.1f} MFLOP per ray"),
-      ("achieved", f"{r['achieved_gflops_per_s']:,.1f} GFLOP/s"),
+  ]
+  if "train_rays_per_s" in r:
+    rows += [
+        ("training", f"{r['train_rays_per_s']:,.0f} rays/s, step "
+                     f"{r['train_step_s_median'] * 1e3:,.0f} ms for {r['train_rays']} rays "
+                     f"(slices of {r['train_sub_chunk'] or r['train_rays']}"
+                     f"{', remat' if r['train_remat'] else ''})"),
+        ("train compile", f"{r['train_compile_s']:.1f} s"),
+    ]
+  rows += [
+      ("model FLOPs", f"{r['flops_per_ray'] / 1e6:,.1f} MFLOP per ray (forward)"),
+      ("achieved", f"{r['achieved_gflops_per_s']:,.1f} GFLOP/s inference"
+                   + (f", {r['train_gflops_per_s']:,.1f} training" if "train_rays_per_s" in r
+                      else "")),
+      ("device peak", f"{r['peak_gflops_per_s']:,.1f} GFLOP/s (large matmul, {r['dtype']}): "
+                      f"{100 * r['infer_fraction_of_peak']:.0f}% inference"
+                      + (f", {100 * r['train_fraction_of_peak']:.0f}% training"
+                         if "train_rays_per_s" in r else "")),
       ("peak host RSS", f"{r['peak_host_rss_mb']:,.0f} MiB"),
       ("peak device memory", dev_mem),
   ]
@@ -151,54 +280,132 @@ def format_table(r: dict) -> str:
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+SUITE_COLUMNS = ("model", "dtype", "chunk", "infer_rays_per_s", "train_rays_per_s",
+                 "train_step_s_median", "peak_host_rss_mb", "peak_device_bytes",
+                 "flops_per_ray", "infer_fraction_of_peak", "train_fraction_of_peak")
+
+
+def suite_table(cases: list[dict]) -> str:
+  """Markdown table of suite cases."""
+  lines = ["| model | dtype | rays/step | infer rays/s | train rays/s | train step | "
+           "peak host | peak device | MFLOP/ray | % peak infer / train |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+  for r in cases:
+    dev = f"{r['peak_device_bytes'] / 2**30:.2f} GiB" if r.get("peak_device_bytes") else "n/a"
+    lines.append(
+        f"| {r['model']} | {r['dtype']} | {r['chunk']} | {r['infer_rays_per_s']:,.0f} | "
+        f"{r['train_rays_per_s']:,.0f} | {r['train_step_s_median']:.2f} s | "
+        f"{r['peak_host_rss_mb'] / 1024:.2f} GiB | {dev} | {r['flops_per_ray'] / 1e6:.0f} | "
+        f"{100 * r['infer_fraction_of_peak']:.0f}% / {100 * r['train_fraction_of_peak']:.0f}% |")
+  return "\n".join(lines)
+
+
+def _run_suite(args) -> dict:
+  """Every (model, dtype, rays) case in a fresh process; returns the combined figures."""
+  cases = []
+  for rays in (512, 2048):
+    for dtype in ("float32", "bfloat16"):
+      for model in ("gnt", "move"):
+        with tempfile.TemporaryDirectory() as tmp:
+          out = os.path.join(tmp, "case.json")
+          cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", model,
+                 "--dtype", dtype, "--rays", str(rays), "--repeats", str(args.repeats),
+                 "--json", out]
+          print(f"== {model} {dtype} {rays} rays ==", flush=True)
+          subprocess.run(cmd, check=True)
+          with open(out) as f:
+            case = json.load(f)
+        cases.append(case)
+  reference = next(c for c in cases if c["model"] == "GNT" and c["dtype"] == "float32"
+                   and c["chunk"] == 512)
+  result = {k: reference[k] for k in ("infer_rays_per_s", "train_rays_per_s")}
+  result["cases"] = cases
+  print(suite_table(cases))
+  return result
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
-  parser.add_argument("--chunk", type=int, default=512, help="rays per compiled call")
+  parser.add_argument("--rays", "--chunk", type=int, default=512, dest="rays",
+                      help="rays per compiled call (inference) and per train step")
   parser.add_argument("--sub-chunk", type=int, default=None,
-                      help="rays per inner step (default: 64 on CPU, whole chunk elsewhere)")
+                      help="rays per inner inference slice (default: 16 on CPU, whole chunk "
+                           "elsewhere)")
+  parser.add_argument("--train-sub-chunk", type=int, default=None,
+                      help="rays per training slice (default: 32 on CPU, 0 elsewhere)")
+  parser.add_argument("--no-remat", action="store_true",
+                      help="keep every slice's activations for the backward pass")
+  parser.add_argument("--no-train", action="store_true", help="inference only")
   parser.add_argument("--repeats", type=int, default=5)
   parser.add_argument("--views", type=int, default=10)
   parser.add_argument("--size", type=int, default=64)
   parser.add_argument("--samples", type=int, default=64)
   parser.add_argument("--importance", type=int, default=0)
   parser.add_argument("--depth", type=int, default=8)
+  parser.add_argument("--width", type=int, default=64)
+  parser.add_argument("--feature-width", type=int, default=64,
+                      help="ResUNet channel scale (64: the published feature net)")
   parser.add_argument("--model", default="both", choices=["gnt", "move", "both"],
                       help="dense GNT, GNT-MoVE (4 experts, top-2, permanent expert in the "
                            "odd view blocks), or both side by side")
+  parser.add_argument("--suite", action="store_true",
+                      help="GNT and MoVE x float32 and bfloat16 x 512 and 2048 rays, each in "
+                           "its own process")
   parser.add_argument("--json", default=None, help="also write the figures to this file")
   args = parser.parse_args(argv)
-  config = GNTConfig(depth=args.depth, num_samples=args.samples,
-                     num_importance=args.importance, dtype=args.dtype)
+  if args.suite:
+    flat = _run_suite(args)
+  else:
+    flat = _run_models(args)
+  if args.json:
+    tmp = args.json + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(flat, f, indent=2)
+    os.replace(tmp, args.json)
+  return 0
+
+
+def _run_models(args) -> dict:
+  config = GNTConfig(depth=args.depth, width=args.width, feature_width=args.feature_width,
+                     num_samples=args.samples, num_importance=args.importance,
+                     dtype=args.dtype)
   configs = {}
   if args.model in ("gnt", "both"):
     configs["gnt"] = config
   if args.model in ("move", "both"):
     configs["move"] = dataclasses.replace(
         config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
-  prepared = {name: prepare(c, args.views, args.size, args.chunk, args.sub_chunk, args.repeats)
+  peak = peak_matmul_flops(args.dtype)
+  remat = not args.no_remat
+  prepared = {name: prepare(c, args.views, args.size, args.rays, args.sub_chunk, args.repeats)
+              for name, c in configs.items()}
+  trainers = {name: None if args.no_train else
+              prepare_train(c, args.views, args.size, args.rays, args.train_sub_chunk, remat)
               for name, c in configs.items()}
   # Interleave the timed runs so that slow drifts of a shared machine hit both alike.
   for _ in range(args.repeats):
-    for p in prepared.values():
-      p.time_once()
-  results = {name: p.result() for name, p in prepared.items()}
+    for name in configs:
+      prepared[name].time_once()
+      if trainers[name] is not None:
+        trainers[name].time_once()
+  results = {name: _combine(prepared[name], trainers[name], peak) for name in configs}
   titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
   for name, r in results.items():
     print(f"== {titles[name]} ==\n" + format_table(r))
+  ratio = None
   if len(results) == 2:
-    ratio = results["gnt"]["infer_rays_per_s"] / results["move"]["infer_rays_per_s"]
-    print(f"GNT-MoVE costs {ratio:.2f}x dense GNT per ray (inference)")
-  if args.json:
-    # Top-level keys describe dense GNT (when run); MoVE figures under "move".
-    flat = dict(results.get("gnt", {}))
-    if "move" in results:
-      flat["move"] = results["move"]
-      if "gnt" in results:
-        flat["move_cost_ratio"] = ratio
-    with open(args.json, "w") as f:
-      json.dump(flat, f, indent=2)
-  return 0
+    ratio = {k: results["move"][k.replace("rays_per_s", "step_s_median")] /
+             results["gnt"][k.replace("rays_per_s", "step_s_median")]
+             for k in ("infer_rays_per_s", "train_rays_per_s") if k in results["gnt"]}
+    print("GNT-MoVE costs " + ", ".join(f"{v:.2f}x dense GNT per ray ({k.split('_')[0]})"
+                                        for k, v in ratio.items()))
+  # Top-level keys describe the first model (dense GNT when run); MoVE under "move".
+  flat = dict(results[next(iter(results))])
+  if "move" in results and "gnt" in results:
+    flat["move"] = results["move"]
+    flat["move_cost_ratio"] = ratio
+  return flat
 
 
 if __name__ == "__main__":

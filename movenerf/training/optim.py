@@ -11,7 +11,9 @@ from typing import Any, Callable
 import flax.traverse_util
 import optax
 
-FEATURE_GROUP = "feature_net"  # top-level parameter collection of the ResUNet
+# Top-level parameter collections of the image CNNs (GNT's ResUNet, Decoupling-NeRF's
+# scene encoder): the "feature" learning-rate group; everything else is "transformer".
+FEATURE_GROUPS = ("feature_net", "scene_encoder")
 
 
 def learning_rate_fns(cfg) -> dict[str, Callable[[Any], Any]]:
@@ -27,7 +29,7 @@ def learning_rate_fns(cfg) -> dict[str, Callable[[Any], Any]]:
 def param_groups(params: Any) -> Any:
   """Same tree as ``params`` with "feature" or "transformer" at every leaf."""
   flat = flax.traverse_util.flatten_dict(params)
-  labels = {k: "feature" if k[0] == FEATURE_GROUP else "transformer" for k in flat}
+  labels = {k: "feature" if k[0] in FEATURE_GROUPS else "transformer" for k in flat}
   return flax.traverse_util.unflatten_dict(labels)
 
 

@@ -1,0 +1,32 @@
+"""The benchmark's figures are consistent with each other and its JSON has the keys
+other tools read (speed itself is measured by running it, never by a test)."""
+
+import json
+
+import pytest
+
+from movenerf.tools import bench
+
+
+def test_bench_json_figures_are_consistent(tmp_path, capsys):
+  out = tmp_path / "bench.json"
+  assert bench.main(["--model", "both", "--depth", "2", "--width", "16", "--feature-width",
+                     "8", "--samples", "8", "--views", "2", "--size", "16", "--rays", "32",
+                     "--sub-chunk", "8", "--train-sub-chunk", "16", "--repeats", "2",
+                     "--json", str(out)]) == 0
+  r = json.loads(out.read_text())
+  text = capsys.readouterr().out
+  assert "training" in text and "device peak" in text and "GNT-MoVE costs" in text
+  for key in ("infer_rays_per_s", "train_rays_per_s", "train_step_s_median",
+              "peak_gflops_per_s", "flops_per_ray", "peak_host_rss_mb", "compile_s",
+              "train_compile_s"):
+    assert r[key] > 0, key
+  assert r["model"] == "GNT" and r["move"]["model"] == "GNT-MoVE"
+  assert r["train_rays_per_s"] == pytest.approx(32 / r["train_step_s_median"])
+  assert r["infer_rays_per_s"] == pytest.approx(32 / r["infer_step_s_median"])
+  assert r["train_fraction_of_peak"] == pytest.approx(
+      r["train_gflops_per_s"] / r["peak_gflops_per_s"])
+  # MoVE does more work per ray than dense GNT (its experts and router).
+  assert r["move"]["flops_per_ray"] > r["flops_per_ray"]
+  assert r["move_cost_ratio"]["train_rays_per_s"] == pytest.approx(
+      r["move"]["train_step_s_median"] / r["train_step_s_median"])
