@@ -155,8 +155,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       state=data_state or None)
   step_fn = train_step.make_train_step(model, tx, config.loss, image_hw, mesh, shardings,
                                        sub_chunk=config.train.sub_chunk,
-                                       remat=config.train.remat,
-                                       batch_size=config.data.global_batch)
+                                       remat=config.train.remat)
 
   writer = None
   if is_chief:

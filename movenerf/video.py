@@ -23,7 +23,7 @@ import numpy as np
 
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
-from movenerf.models import decoupled
+from movenerf.models import decoupled, registry
 from movenerf.models.gnt_model import GNTModel
 from movenerf.rays import image_rays
 from movenerf.render import encode_sources, render_rays_chunked
@@ -265,7 +265,7 @@ def render_video(model: GNTModel, variables, sources: SourceViews, intrinsics, p
                                       and depth_range[1] > depth_range[0]):
     raise ValueError(f"depth_range must be finite (lo, hi) with hi > lo, got {depth_range}")
 
-  if isinstance(model, decoupled.DecoupledNeRF):
+  if registry.is_decoupled(model):
     # One compiled call renders a whole frame; the model needs frames of the source size.
     render_frame = lambda camera: decoupled.render_view(
         model, variables, sources.images, sources.cameras, camera, near, far)

@@ -40,14 +40,14 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from movenerf.data import pipeline, procedural
+from movenerf import sharding
 from movenerf.cameras import Cameras
+from movenerf.data import pipeline, procedural
 from movenerf.epipolar import SourceViews
 from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 from movenerf.moe.config import MoEConfig
 from movenerf.rays import image_rays
 from movenerf.render import default_sub_chunk, encode_sources, render_chunk
-from movenerf import sharding
 from movenerf.training import optim
 from movenerf.training import step as train_step
 
@@ -209,19 +209,29 @@ def default_train_sub_chunk() -> int:
   return 32 if jax.default_backend() == "cpu" else 0
 
 
-def benchmark(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int = 512,
-              repeats: int = 5, sub_chunk: int | None = None, train: bool = True,
-              train_sub_chunk: int | None = None, remat: bool = True) -> dict:
-  """Times inference (and training) at one configuration; returns the figures."""
-  peak = peak_matmul_flops(config.dtype)
-  prepared = prepare(config, num_views, size, chunk, sub_chunk, repeats)
-  trainer = (prepare_train(config, num_views, size, chunk, train_sub_chunk, remat)
-             if train else None)
+def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64,
+              rays: int = 512, repeats: int = 5, sub_chunk: int | None = None,
+              train: bool = True, train_sub_chunk: int | None = None,
+              remat: bool = True) -> dict[str, dict]:
+  """Times inference (and training) of each named config; returns name -> figures.
+
+  The timed runs of the models are interleaved, so that slow drifts of a shared machine
+  hit them alike. Every config must have the same dtype (one peak measurement).
+  """
+  dtypes = {c.dtype for c in configs.values()}
+  if len(dtypes) != 1:
+    raise ValueError(f"configs of different dtypes {sorted(dtypes)}: benchmark them apart")
+  peak = peak_matmul_flops(dtypes.pop())
+  prepared = {n: prepare(c, num_views, size, rays, sub_chunk, repeats)
+              for n, c in configs.items()}
+  trainers = {n: prepare_train(c, num_views, size, rays, train_sub_chunk, remat)
+              if train else None for n, c in configs.items()}
   for _ in range(repeats):
-    prepared.time_once()
-    if trainer is not None:
-      trainer.time_once()
-  return _combine(prepared, trainer, peak)
+    for n in configs:
+      prepared[n].time_once()
+      if trainers[n] is not None:
+        trainers[n].time_once()
+  return {n: _combine(prepared[n], trainers[n], peak) for n in configs}
 
 
 def _combine(prepared: Prepared, trainer: Prepared | None, peak: float) -> dict:
@@ -278,11 +288,6 @@ def format_table(r: dict) -> str:
   ]
   width = max(len(k) for k, _ in rows)
   return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-SUITE_COLUMNS = ("model", "dtype", "chunk", "infer_rays_per_s", "train_rays_per_s",
-                 "train_step_s_median", "peak_host_rss_mb", "peak_device_bytes",
-                 "flops_per_ray", "infer_fraction_of_peak", "train_fraction_of_peak")
 
 
 def suite_table(cases: list[dict]) -> str:
@@ -376,20 +381,9 @@ def _run_models(args) -> dict:
   if args.model in ("move", "both"):
     configs["move"] = dataclasses.replace(
         config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
-  peak = peak_matmul_flops(args.dtype)
-  remat = not args.no_remat
-  prepared = {name: prepare(c, args.views, args.size, args.rays, args.sub_chunk, args.repeats)
-              for name, c in configs.items()}
-  trainers = {name: None if args.no_train else
-              prepare_train(c, args.views, args.size, args.rays, args.train_sub_chunk, remat)
-              for name, c in configs.items()}
-  # Interleave the timed runs so that slow drifts of a shared machine hit both alike.
-  for _ in range(args.repeats):
-    for name in configs:
-      prepared[name].time_once()
-      if trainers[name] is not None:
-        trainers[name].time_once()
-  results = {name: _combine(prepared[name], trainers[name], peak) for name in configs}
+  results = benchmark(configs, args.views, args.size, args.rays, args.repeats,
+                      args.sub_chunk, not args.no_train, args.train_sub_chunk,
+                      not args.no_remat)
   titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
   for name, r in results.items():
     print(f"== {titles[name]} ==\n" + format_table(r))

@@ -1,7 +1,8 @@
 """The train state and the sharded train step.
 
 A batch is ``B`` examples (see :mod:`movenerf.data.pipeline`), each a target view's rays
-with its own source views. The step ``vmap`` s the per-example loss over the batch and
+with its own source views. The step ``vmap`` s the per-example loss over the batch (on
+a single CPU device it loops over the examples instead, see :func:`train_step`) and
 runs as one ``jit`` program over a ``(data, expert)`` mesh: the batch is split over
 ``data`` (each device renders its examples' rays), parameters are replicated except the
 MoVE experts, which are split over ``expert``; XLA inserts the all-reduce that averages
@@ -10,9 +11,9 @@ the gradients and metrics over ``data``. This is the pmap program written as sha
 
 GNT loss = coarse MSE + fine MSE + diversity weight x diversity + consistency weight x
 consistency; Decoupling-NeRF loss = ssim weight x (1 - SSIM) + mse weight x MSE over the
-whole target image (examples drawn with ``pixel_mode="image"``); averaged over examples. An update whose gradients are not all finite is
-not applied (parameters and optimiser state stay as they were) and is counted in
-``TrainState.skipped``.
+whole target image (examples drawn with ``pixel_mode="image"``); averaged over examples.
+An update whose gradients are not all finite is not applied (parameters and optimiser
+state stay as they were) and is counted in ``TrainState.skipped``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from movenerf import metrics as image_metrics
 from movenerf import sharding
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
+from movenerf.models import registry
 from movenerf.models.decoupled import DecoupledNeRF
 from movenerf.models.gnt_model import GNTModel
 from movenerf.moe import layer as moe_layer
@@ -155,7 +157,7 @@ def example_loss(model, params, ex: dict, key: jax.Array, loss_cfg,
                  image_hw: tuple[int, int], sub_chunk: int = 0,
                  remat: bool = False) -> tuple[jnp.ndarray, dict]:
   """Loss and metrics of one example (see the module docstring)."""
-  if isinstance(model, DecoupledNeRF):
+  if registry.is_decoupled(model):
     return decoupled_example_loss(model, params, ex, loss_cfg, image_hw)
   rays, target, sources = example_views(ex, image_hw)
   out, div, probs, moe_metrics = gnt_forward(model, params, rays, target, sources,
@@ -184,10 +186,10 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
   """One update on a batch of B examples (unjitted; see :func:`make_train_step`).
 
   ``example_loop``: "vmap" batches the examples' programs (accelerators, and a batch split
-  over devices); "map" runs them one after another with ``lax.map``; "unroll" writes one
-  program per example. On one CPU device the batched gathers and scatters of vmapped
-  epipolar sampling are slow: the gradient of one 512-ray example at the reference
-  configuration took 12.3 s vmapped, 10.0 s with ``lax.map`` and 7.1 s unrolled.
+  over devices); "sequential" writes one program per example (up to 4, else ``lax.map``
+  over them). On one CPU device the batched gathers and scatters of vmapped epipolar
+  sampling are slow: the gradient of one 512-ray example at the reference configuration
+  took 12.3 s vmapped, 10.0 s with ``lax.map`` and 7.1 s as its own program.
   """
   num = batch["pixels"].shape[0]
   keys = jax.random.split(jax.random.fold_in(state.rng, state.step), num)
@@ -195,15 +197,15 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
   def loss_fn(params):
     one = lambda ex, k: example_loss(model, params, ex, k, loss_cfg, image_hw, sub_chunk,
                                      remat)
-    if example_loop == "unroll":
+    if example_loop == "sequential" and num <= 4:
       parts = [one(jax.tree.map(lambda a, i=i: a[i], batch), keys[i]) for i in range(num)]
       losses, metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *parts)
-    elif example_loop == "map":
+    elif example_loop == "sequential":
       losses, metrics = jax.lax.map(lambda xs: one(*xs), (batch, keys))
     elif example_loop == "vmap":
       losses, metrics = jax.vmap(one)(batch, keys)
     else:
-      raise ValueError(f"example_loop must be 'map' or 'vmap', got {example_loop!r}")
+      raise ValueError(f"example_loop must be 'sequential' or 'vmap', got {example_loop!r}")
     return jnp.mean(losses), jax.tree.map(jnp.mean, metrics)
 
   (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -244,17 +246,15 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
 
 
 def make_train_step(model, tx, loss_cfg, image_hw: tuple[int, int], mesh: Mesh,
-                    state_sharding, sub_chunk: int = 0, remat: bool = False,
-                    batch_size: int = 1) -> Callable:
+                    state_sharding, sub_chunk: int = 0, remat: bool = False) -> Callable:
   """``(state, batch) -> (state, metrics)`` jitted over ``mesh`` with the state donated.
 
   ``sub_chunk`` / ``remat``: see :func:`gnt_forward` (GNT family only). Examples are
-  unrolled on a single CPU device (up to 4 per step, else ``lax.map``) and vmapped
-  otherwise (see :func:`train_step`).
+  looped over on a single CPU device and vmapped otherwise (see :func:`train_step`).
   """
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   single_cpu = mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu"
-  example_loop = "vmap" if not single_cpu else ("unroll" if batch_size <= 4 else "map")
+  example_loop = "sequential" if single_cpu else "vmap"
   fn = functools.partial(train_step, model=model, tx=tx, loss_cfg=loss_cfg, image_hw=image_hw,
                          sub_chunk=sub_chunk, remat=remat,
                          example_loop=example_loop)
