@@ -10,8 +10,8 @@ Variants (``--config experiments/gnt.py:VARIANT``; override any key with
                python -m movenerf.train --config experiments/gnt.py:tiny --workdir runs/gnt_tiny
              Expected: the loss falls within the first 100 steps. Measured for GNT-MoVE
              (experiments/gnt_move.py:tiny, 1,500 steps, ~4 min on a quiet 2-core CPU):
-             zero-shot PSNR 18.4 / SSIM 0.72 on the unseen scenes, against 16.3 / 0.58
-             for copying the nearest source view and 11.0 / 0.17 untrained.
+             zero-shot PSNR 18.3 / SSIM 0.72 on the unseen scenes, against 16.3 / 0.58
+             for copying the nearest source view and 12.4 / 0.26 after 20 steps.
   reference  The reference configuration of the parity vectors and the benchmark:
              depth 8, width 64, 10 source views of 64x64, 64 samples per ray, coarse only.
   paper      The published setup, for GPUs / TPU pods: depth 8, width 64, 10 source views,

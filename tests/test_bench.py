@@ -30,3 +30,8 @@ def test_bench_json_figures_are_consistent(tmp_path, capsys):
   assert r["move"]["flops_per_ray"] > r["flops_per_ray"]
   assert r["move_cost_ratio"]["train_rays_per_s"] == pytest.approx(
       r["move"]["train_step_s_median"] / r["train_step_s_median"])
+  # The suite's table row of each model carries its own figures.
+  table = bench.suite_table([{k: v for k, v in r.items() if k != "move"}, r["move"]])
+  rows = table.splitlines()[2:]
+  assert len(rows) == 2 and rows[1].startswith("| GNT-MoVE | float32 | 32 | ")
+  assert f"{r['train_compile_s']:.0f} s" in rows[0]

@@ -8,7 +8,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from movenerf.models.layers import FeedForward, layer_norm
+from movenerf.models.dropout import Dropout
+from movenerf.models.layers import Dense, FeedForward, layer_norm
 
 
 class RayAttention(nn.Module):
@@ -39,15 +40,15 @@ class RayAttention(nn.Module):
       raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
     head_dim = width // self.num_heads
     split = lambda t: t.reshape(rays, samples, self.num_heads, head_dim)
-    dense = lambda name: nn.Dense(width, use_bias=False, dtype=self.dtype, name=name)
+    dense = lambda name: Dense(width, use_bias=False, dtype=self.dtype, name=name)
     q, k, v = split(dense("q_fc")(x)), split(dense("k_fc")(x)), split(dense("v_fc")(x))
     logits = jnp.einsum("rqhd,rkhd->rhqk", q, k) / jnp.sqrt(jnp.float32(head_dim)).astype(q.dtype)
     attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     self.sow("intermediates", "attn_heads", attn)
-    attn_d = nn.Dropout(self.dropout)(attn.astype(v.dtype), deterministic=deterministic)
+    attn_d = Dropout(self.dropout)(attn.astype(v.dtype), deterministic=deterministic)
     out = jnp.einsum("rhqk,rkhd->rqhd", attn_d, v).reshape(rays, samples, width)
-    out = nn.Dense(width, dtype=self.dtype, name="out_fc")(out)
-    return nn.Dropout(self.dropout)(out, deterministic=deterministic), attn
+    out = Dense(width, dtype=self.dtype, name="out_fc")(out)
+    return Dropout(self.dropout)(out, deterministic=deterministic), attn
 
 
 class RayTransformer(nn.Module):

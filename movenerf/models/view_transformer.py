@@ -12,13 +12,59 @@ from __future__ import annotations
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
-from movenerf.models.layers import FeedForward, Linear, LinearMLP2, layer_norm
+from movenerf.models import dropout
+from movenerf.models.dropout import Dropout
+from movenerf.models.layers import FeedForward, Linear, LinearMLP2, layer_norm, matmul
 from movenerf.moe.config import MoEConfig
 from movenerf.moe.layer import MoVEFeedForward
 
 _MASKED_LOGIT = -1e9
+
+
+@jax.custom_vjp
+def attend_views(logits: jnp.ndarray, value: jnp.ndarray, scale: jnp.ndarray) -> jnp.ndarray:
+  """``sum_v softmax_v(logits) * scale * value``: the training form of the attention.
+
+  Args:
+    logits: [..., V, D] float32 (masked views at -1e9).
+    value: [..., V, D].
+    scale: dropout multipliers of the weights, [..., V, D] or a scalar.
+
+  Returns:
+    [..., D] float32.
+
+  Its backward pass is written out: with ``w`` the weights and ``t = scale * value *
+  dx``, ``dlogits = w * (t - sum_v w * t)`` and ``dvalue = w * scale * dx``, one
+  reduction over views, where XLA's derivative goes back through the max, exp, sum and
+  division, each over [R, S, V, D]. Measured against autodiff of the same forward, in
+  one process: the CPU train step (512 rays) took 5.8-6.2 s instead of 6.4-6.5 s.
+  """
+  return _attend_views_fwd(logits, value, scale)[0]
+
+
+def _view_softmax(logits):
+  expo = jnp.exp(logits - jnp.max(logits, axis=-2, keepdims=True))
+  return expo / jnp.sum(expo, axis=-2, keepdims=True)
+
+
+def _attend_views_fwd(logits, value, scale):
+  weights = _view_softmax(logits)
+  return jnp.sum(weights * scale * value, axis=-2), (weights, value, scale)
+
+
+def _attend_views_bwd(res, dx):
+  weights, value, scale = res
+  dx = dx[..., None, :]
+  t = scale * value * dx
+  dlogits = weights * (t - jnp.sum(weights * t, axis=-2, keepdims=True))
+  dvalue = (weights * scale * dx).astype(value.dtype)
+  return dlogits.astype(weights.dtype), dvalue, None
+
+
+attend_views.defvjp(_attend_views_fwd, _attend_views_bwd)
 
 
 class ViewAttention(nn.Module):
@@ -70,24 +116,29 @@ class ViewAttention(nn.Module):
     proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
                             jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)  # [D+h, D+h]
     const = jnp.concatenate([pb2, pb2 @ a1 + ab1])  # [D + h]
-    pos_h = nn.relu(cast(ray_diff) @ cast(pos_fc.fc1.kernel) + cast(pos_fc.fc1.bias))
-    z = jnp.concatenate([cast(k), pos_h], axis=-1) @ cast(proj) + cast(const)  # [R,S,V,D+h]
-    q_term = cast(q) @ cast(wq @ a1)  # [R, S, h]
+    pos_h = nn.relu(matmul(cast(ray_diff), cast(pos_fc.fc1.kernel)) + cast(pos_fc.fc1.bias))
+    # [R, S, V, D + h]
+    z = matmul(jnp.concatenate([cast(k), pos_h], axis=-1), cast(proj)) + cast(const)
+    q_term = matmul(cast(q), cast(wq @ a1))  # [R, S, h]
     value = z[..., :width]  # v + pos
     attn_hidden = nn.relu(z[..., width:] - q_term[:, :, None, :])
-    logits = attn_hidden @ cast(attn_fc.fc2.kernel) + cast(attn_fc.fc2.bias)
+    logits = matmul(attn_hidden, cast(attn_fc.fc2.kernel)) + cast(attn_fc.fc2.bias)
     logits = jnp.where(mask == 0, _MASKED_LOGIT, logits.astype(jnp.float32))
-    # Softmax over views; all-masked points get uniform weights (as with -1e9 fill).
-    expo = jnp.exp(logits - jnp.max(logits, axis=-2, keepdims=True))
-    if deterministic or self.dropout == 0.0:
+    if deterministic:
+      # Softmax over views, normalised after the sum (one division per [R, S, D]
+      # instead of per view); all-masked points get uniform weights (as with -1e9 fill).
+      expo = jnp.exp(logits - jnp.max(logits, axis=-2, keepdims=True))
       x = jnp.sum(expo * value, axis=-2) / jnp.sum(expo, axis=-2)
     else:
-      attn = nn.Dropout(self.dropout)(expo / jnp.sum(expo, axis=-2, keepdims=True),
-                                      deterministic=False)
-      x = jnp.sum(attn * value, axis=-2)
+      scale = jnp.ones((), jnp.float32)  # dropout multipliers of the attention weights
+      if self.dropout > 0.0:
+        keep = dropout.keep_mask(self.make_rng(dropout.RNG_COLLECTION), logits.shape,
+                                 self.dropout)
+        scale = jnp.where(keep, jnp.float32(1.0 / (1.0 - self.dropout)), jnp.float32(0.0))
+      x = attend_views(logits, value, scale)
     x = x.astype(self.dtype)
-    x = x @ cast(out_fc.kernel) + cast(out_fc.bias)
-    return nn.Dropout(self.dropout)(x, deterministic=deterministic)
+    x = matmul(x, cast(out_fc.kernel)) + cast(out_fc.bias)
+    return Dropout(self.dropout)(x, deterministic=deterministic)
 
 
 class ViewTransformer(nn.Module):

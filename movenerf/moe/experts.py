@@ -11,6 +11,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
+from movenerf.models.dropout import Dropout
+from movenerf.models.layers import Dense
 from movenerf.moe.dispatch import Dispatcher
 
 
@@ -42,9 +44,9 @@ class ExpertFFN(nn.Module):
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"unknown expert activation {self.activation!r}; "
                        f"choose from {sorted(ACTIVATIONS)}")
-    h = ACTIVATIONS[self.activation](nn.Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
-    h = nn.Dropout(self.dropout)(h, deterministic=deterministic)
-    return nn.Dense(x.shape[-1], dtype=self.dtype, name="fc2")(h)
+    h = ACTIVATIONS[self.activation](Dense(self.hidden, dtype=self.dtype, name="fc1")(x))
+    h = Dropout(self.dropout)(h, deterministic=deterministic)
+    return Dense(x.shape[-1], dtype=self.dtype, name="fc2")(h)
 
 
 class FeedForwardExperts(nn.Module):

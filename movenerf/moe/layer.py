@@ -16,6 +16,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from movenerf.models.dropout import Dropout
 from movenerf.models.layers import FeedForward
 from movenerf.moe import losses
 from movenerf.moe.config import MoEConfig
@@ -67,7 +68,7 @@ class MoVEFeedForward(nn.Module):
                                  self.dtype, activation=c.expert_activation, name="experts")
     dispatched = _on_expert_axis(dispatcher.dispatch(tokens.astype(self.dtype)), c.expert_axis)
     out = dispatcher.combine(_on_expert_axis(experts(dispatched, deterministic), c.expert_axis))
-    out = nn.Dropout(self.dropout)(out, deterministic=deterministic).astype(jnp.float32)
+    out = Dropout(self.dropout)(out, deterministic=deterministic).astype(jnp.float32)
     if c.permanent_expert:
       permanent = FeedForward(c.permanent_hidden_ratio * width, self.dropout, self.dtype,
                               name="permanent")(tokens, deterministic)

@@ -81,6 +81,7 @@ class Prepared:
   step: Callable[[], Any]
   figures: dict
   times: list = dataclasses.field(default_factory=list)
+  hlo_text: Callable[[], str] | None = None  # the optimised program (for profiles)
 
   def time_once(self) -> None:
     start = time.perf_counter()
@@ -134,7 +135,8 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
       "compile_s": compile_s, "encode_s_median": statistics.median(encode_times),
       "encode_compile_s": encode_compile, "flops_per_ray": flops / chunk,
   }
-  return Prepared(lambda: render_chunk(*args), figures)
+  return Prepared(lambda: render_chunk(*args), figures,
+                  hlo_text=lambda: render_chunk.lower(*args).compile().as_text())
 
 
 def peak_matmul_flops(dtype: str = "float32", repeats: int = 5) -> float:
@@ -201,7 +203,7 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
   jax.block_until_ready(run())  # warm-up
   figures = {"train_rays": rays, "train_sub_chunk": sub_chunk, "train_remat": remat,
              "train_compile_s": compile_s}
-  return Prepared(run, figures)
+  return Prepared(run, figures, hlo_text=compiled.as_text)
 
 
 def default_train_sub_chunk() -> int:
@@ -293,34 +295,36 @@ def format_table(r: dict) -> str:
 def suite_table(cases: list[dict]) -> str:
   """Markdown table of suite cases."""
   lines = ["| model | dtype | rays/step | infer rays/s | train rays/s | train step | "
-           "peak host | peak device | MFLOP/ray | % peak infer / train |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+           "train compile | peak host | peak device | MFLOP/ray | % peak infer / train |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
   for r in cases:
     dev = f"{r['peak_device_bytes'] / 2**30:.2f} GiB" if r.get("peak_device_bytes") else "n/a"
     lines.append(
         f"| {r['model']} | {r['dtype']} | {r['chunk']} | {r['infer_rays_per_s']:,.0f} | "
         f"{r['train_rays_per_s']:,.0f} | {r['train_step_s_median']:.2f} s | "
-        f"{r['peak_host_rss_mb'] / 1024:.2f} GiB | {dev} | {r['flops_per_ray'] / 1e6:.0f} | "
+        f"{r['train_compile_s']:.0f} s | {r['peak_host_rss_mb'] / 1024:.2f} GiB | {dev} | {r['flops_per_ray'] / 1e6:.0f} | "
         f"{100 * r['infer_fraction_of_peak']:.0f}% / {100 * r['train_fraction_of_peak']:.0f}% |")
   return "\n".join(lines)
 
 
 def _run_suite(args) -> dict:
-  """Every (model, dtype, rays) case in a fresh process; returns the combined figures."""
+  """Every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved in it;
+  returns the combined figures."""
   cases = []
   for rays in (512, 2048):
     for dtype in ("float32", "bfloat16"):
-      for model in ("gnt", "move"):
-        with tempfile.TemporaryDirectory() as tmp:
-          out = os.path.join(tmp, "case.json")
-          cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", model,
-                 "--dtype", dtype, "--rays", str(rays), "--repeats", str(args.repeats),
-                 "--json", out]
-          print(f"== {model} {dtype} {rays} rays ==", flush=True)
-          subprocess.run(cmd, check=True)
-          with open(out) as f:
-            case = json.load(f)
-        cases.append(case)
+      with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "case.json")
+        cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", "both",
+               "--dtype", dtype, "--rays", str(rays), "--json", out,
+               "--repeats", str(args.repeats if rays <= 512 else max(2, args.repeats // 2))]
+        print(f"== GNT and GNT-MoVE, {dtype}, {rays} rays ==", flush=True)
+        subprocess.run(cmd, check=True)
+        with open(out) as f:
+          case = json.load(f)
+      move = case.pop("move")
+      case.pop("move_cost_ratio", None)
+      cases += [case, move]
   reference = next(c for c in cases if c["model"] == "GNT" and c["dtype"] == "float32"
                    and c["chunk"] == 512)
   result = {k: reference[k] for k in ("infer_rays_per_s", "train_rays_per_s")}

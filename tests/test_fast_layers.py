@@ -1,0 +1,121 @@
+"""The CPU-speed building blocks: hashed dropout masks and the row-major-gradient matmul."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from movenerf.models import dropout as hashed
+from movenerf.models.layers import Dense, matmul
+
+SHAPE = (32, 64, 10, 64)  # a view-attention slice: 1.3M elements
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_keep_rate_is_one_minus_rate(rate):
+  keep = np.asarray(hashed.keep_mask(jax.random.key(3), SHAPE, rate))
+  n = keep.size
+  # 6 binomial standard deviations.
+  assert abs(keep.mean() - (1 - rate)) < 6 * np.sqrt(rate * (1 - rate) / n)
+
+
+def test_neighbours_and_keys_are_independent():
+  rate = 0.5
+  a = np.asarray(hashed.keep_mask(jax.random.key(0), SHAPE, rate)).reshape(-1)
+  b = np.asarray(hashed.keep_mask(jax.random.key(1), SHAPE, rate)).reshape(-1)
+  tol = 6 * np.sqrt(0.25 * 0.75 / a.size)
+  # Pairs of elements at the strides of every axis (1 = channel, 64 = view, 640 =
+  # sample, 40960 = ray), and the same element under two keys: both kept 1/4 of the time.
+  for stride in (1, 64, 640, 40960):
+    assert abs(np.mean(a[:-stride] & a[stride:]) - 0.25) < tol, stride
+  assert abs(np.mean(a & b) - 0.25) < tol
+  # Sub-keys as flax hands them to consecutive layers.
+  k1, k2 = jax.random.split(jax.random.key(7))
+  c = np.asarray(hashed.keep_mask(k1, SHAPE, rate)).reshape(-1)
+  d = np.asarray(hashed.keep_mask(k2, SHAPE, rate)).reshape(-1)
+  assert abs(np.mean(c & d) - 0.25) < tol
+
+
+def test_mask_is_a_function_of_the_key():
+  key = jax.random.key(11)
+  eager = hashed.keep_mask(key, (4, 5, 6), 0.3)
+  jitted = jax.jit(lambda k: hashed.keep_mask(k, (4, 5, 6), 0.3))(key)
+  np.testing.assert_array_equal(eager, jitted)
+  assert not np.array_equal(eager, hashed.keep_mask(jax.random.key(12), (4, 5, 6), 0.3))
+
+
+def test_dropout_values_and_gradient_under_remat():
+  x = jnp.linspace(0.5, 2.0, 4096).reshape(64, 64)
+  key = jax.random.key(5)
+  out = hashed.dropout(x, 0.25, key)
+  keep = np.asarray(hashed.keep_mask(key, x.shape, 0.25))
+  np.testing.assert_allclose(out, np.where(keep, np.asarray(x) / 0.75, 0.0), rtol=1e-6)
+  # The expectation is preserved.
+  assert abs(float(jnp.mean(hashed.dropout(jnp.ones((512, 512)), 0.25, key))) - 1) < 0.01
+  # A rematerialised backward pass redraws the same mask.
+  loss = lambda v: jnp.sum(hashed.dropout(v, 0.25, key) ** 2)
+  np.testing.assert_allclose(jax.grad(jax.checkpoint(loss))(x), jax.grad(loss)(x), rtol=1e-6)
+  np.testing.assert_allclose(jax.grad(loss)(x), np.where(keep, 2 * np.asarray(x) / 0.75 ** 2, 0),
+                             rtol=1e-5)
+  np.testing.assert_array_equal(hashed.dropout(x, 1.0, key), 0.0)
+  np.testing.assert_array_equal(hashed.dropout(x, 0.0, key), x)
+
+
+def test_dropout_module_uses_the_dropout_stream():
+  x = jnp.ones((8, 16))
+  layer = hashed.Dropout(0.5)
+  np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
+  a = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(0)})
+  b = layer.apply({}, x, deterministic=False, rngs={"dropout": jax.random.key(1)})
+  assert set(np.unique(a)) <= {0.0, 2.0} and not np.array_equal(a, b)
+
+
+def test_matmul_gradients_match_plain_matmul():
+  kx, kw, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (3, 5, 7, 16))
+  w = jax.random.normal(kw, (16, 24))
+  g = jax.random.normal(kg, (3, 5, 7, 24))
+  ours = jax.vjp(matmul, x, w)
+  ref = jax.vjp(lambda a, b: a @ b, x, w)
+  np.testing.assert_allclose(ours[0], ref[0], rtol=1e-6)
+  for a, b in zip(ours[1](g), ref[1](g)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  # Under vmap with shared weights (the per-example loop): weight gradients add up.
+  f = lambda fn, w_: jnp.sum(jax.vmap(lambda a: fn(a, w_))(x) ** 2)
+  np.testing.assert_allclose(jax.grad(lambda w_: f(matmul, w_))(w),
+                             jax.grad(lambda w_: f(jnp.matmul, w_))(w), rtol=1e-4, atol=1e-3)
+
+
+def test_dense_matches_flax_dense():
+  x = jax.random.normal(jax.random.key(1), (4, 9, 12))
+  ours, theirs = Dense(20), nn.Dense(20)
+  params = theirs.init(jax.random.key(2), x)
+  assert jax.tree.map(jnp.shape, ours.init(jax.random.key(2), x)) == jax.tree.map(
+      jnp.shape, params)
+  np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5,
+                             atol=1e-6)
+  grad = lambda m: jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x))))(params)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               grad(ours), grad(theirs))
+
+
+def test_attend_views_gradient_matches_autodiff():
+  from movenerf.models import view_transformer as vt
+  kl, kv, km, kd, kg = jax.random.split(jax.random.key(4), 5)
+  logits = 3 * jax.random.normal(kl, (2, 5, 6, 8))
+  visible = jax.random.bernoulli(km, 0.7, (2, 5, 6, 1))
+  visible = visible.at[0, 0].set(False)  # a point no view sees: uniform weights
+  logits = jnp.where(visible, logits, vt._MASKED_LOGIT)
+  value = jax.random.normal(kv, (2, 5, 6, 8))
+  scale = jnp.where(hashed.keep_mask(kd, logits.shape, 0.25), 1 / 0.75, 0.0)
+  dx = jax.random.normal(kg, (2, 5, 8))
+
+  def plain(lg, v):
+    return jnp.sum(jax.nn.softmax(lg, axis=-2) * scale * v, axis=-2)
+
+  out, vjp = jax.vjp(lambda lg, v: vt.attend_views(lg, v, scale), logits, value)
+  ref_out, ref_vjp = jax.vjp(plain, logits, value)
+  np.testing.assert_allclose(out, ref_out, rtol=1e-5, atol=1e-6)
+  for a, b in zip(vjp(dx), ref_vjp(dx)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
