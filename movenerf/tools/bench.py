@@ -16,8 +16,9 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 * peak host memory (max RSS of the process) and peak device memory where the backend
   reports it.
 
-``--suite`` runs every case in a fresh process (so each case's peak memory is its own)
-and prints one table.
+``--suite`` runs every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved
+in it (so the peak memory of a row is its case's, shared by the two models; 2048-ray
+cases time half the repeats), and prints one table.
 """
 
 from __future__ import annotations
@@ -359,8 +360,8 @@ def main(argv=None) -> int:
                       help="dense GNT, GNT-MoVE (4 experts, top-2, permanent expert in the "
                            "odd view blocks), or both side by side")
   parser.add_argument("--suite", action="store_true",
-                      help="GNT and MoVE x float32 and bfloat16 x 512 and 2048 rays, each in "
-                           "its own process")
+                      help="GNT and MoVE x float32 and bfloat16 x 512 and 2048 rays, one "
+                           "process per dtype and size")
   parser.add_argument("--json", default=None, help="also write the figures to this file")
   args = parser.parse_args(argv)
   if args.suite:
