@@ -80,8 +80,9 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
       mesh_expert=1,          # size of the expert mesh axis (MoVE expert parallelism)
       distributed=False,      # jax.distributed.initialize() (multi-host, e.g. TPU pods)
       max_minutes=0.0,        # stop (with a checkpoint) after this long; 0: no limit
-      sub_chunk=0,            # render each example's rays in slices of this many (0: all)
-      remat=False,            # recompute slice activations in the backward pass (memory)
+      sub_chunk=0,            # render each example's rays in slices of this many (0: all),
+                              # each slice's backward pass right after its forward pass
+      remat=False,            # slices: one backward pass that recomputes their activations
   ))
   c.init_from = ""            # run workdir or official .pth/.npz to start from
   c.upcycle = False           # MoVE from a dense checkpoint: copy the FFN into every expert

@@ -39,6 +39,29 @@ def default_sub_chunk() -> int:
   return 16 if jax.default_backend() == "cpu" else 0
 
 
+def num_slices(num_rays: int, sub_chunk: int, setting: str = "sub_chunk") -> int:
+  """How many slices of ``sub_chunk`` rays make ``num_rays`` (1: 0 or >= R, no slicing).
+
+  Raises:
+    ValueError: naming ``setting`` when the rays do not divide into such slices.
+  """
+  if not sub_chunk or sub_chunk >= num_rays:
+    return 1
+  if num_rays % sub_chunk:
+    raise ValueError(f"{num_rays} rays do not divide into slices of {sub_chunk} ({setting})")
+  return num_rays // sub_chunk
+
+
+def split_slices(tree, count: int):
+  """Leading axis R -> [count, R / count] on every leaf."""
+  return jax.tree.map(lambda a: a.reshape((count, a.shape[0] // count) + a.shape[1:]), tree)
+
+
+def merge_slices(tree):
+  """[count, n, ...] -> [count * n, ...] on every leaf (inverse of ``split_slices``)."""
+  return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:]), tree)
+
+
 def map_sub_chunks(fn: Callable, rays: Rays, sub_chunk: int):
   """Applies ``fn`` to consecutive slices of ``sub_chunk`` rays inside one program.
 
@@ -46,14 +69,10 @@ def map_sub_chunks(fn: Callable, rays: Rays, sub_chunk: int):
   small (cache-resident on CPU) while compiling ``fn`` once. R must divide by
   ``sub_chunk``; 0 or a size >= R applies ``fn`` to all rays at once.
   """
-  num = rays.num_rays
-  if not sub_chunk or sub_chunk >= num:
+  count = num_slices(rays.num_rays, sub_chunk)
+  if count == 1:
     return fn(rays)
-  if num % sub_chunk:
-    raise ValueError(f"{num} rays do not divide into sub-chunks of {sub_chunk}")
-  split = jax.tree.map(lambda a: a.reshape((num // sub_chunk, sub_chunk) + a.shape[1:]), rays)
-  out = jax.lax.map(fn, split)
-  return jax.tree.map(lambda a: a.reshape((num,) + a.shape[2:]), out)
+  return merge_slices(jax.lax.map(fn, split_slices(rays, count)))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 8, 9))

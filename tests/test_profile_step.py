@@ -13,6 +13,10 @@ def test_source_key_folds_wrappers_and_layer_indices():
   assert profile_step.source_key(name, 9) == "bwd net_coarse/view_trans_*/attn/mul"
   fwd = "jit(train_step)/jvp()/GNTModel.render_rays/GNTModel._render_pass/net_coarse/q_fc_0/fc1"
   assert profile_step.source_key(fwd, 2) == "fwd net_coarse/q_fc_*"
+  # A gradient taken per slice inside the loop names the function it differentiates.
+  sliced = ("jit(train_step)/while/body/transpose(jvp(GNTModel.render_rays))/"
+            "GNTModel._render_pass/net_coarse/ray_trans_0/attn/dot_general")
+  assert profile_step.source_key(sliced, 3) == "bwd net_coarse/ray_trans_*/attn"
 
 
 def test_traced_train_step_is_attributed(tmp_path):

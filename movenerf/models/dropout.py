@@ -49,14 +49,23 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jnp.ndarra
   return bits >= jnp.uint32(min(round(rate * 2.0 ** 32), 2 ** 32 - 1))
 
 
+def keep_scale(key: jax.Array, shape: tuple[int, ...], rate: float,
+               dtype=jnp.float32) -> jnp.ndarray:
+  """Inverted-dropout multipliers of ``shape``: 0 with probability ``rate``, else
+  1 / (1 - ``rate``); a scalar 1 when ``rate`` is 0."""
+  if rate == 0.0:
+    return jnp.ones((), dtype)
+  if rate >= 1.0:
+    return jnp.zeros(shape, dtype)
+  keep = keep_mask(key, shape, rate)
+  return jnp.where(keep, jnp.asarray(1.0 / (1.0 - rate), dtype), jnp.zeros((), dtype))
+
+
 def dropout(x: jnp.ndarray, rate: float, key: jax.Array) -> jnp.ndarray:
   """Inverted dropout: zeroes elements with probability ``rate``, scales the rest."""
   if rate == 0.0:
     return x
-  if rate >= 1.0:
-    return jnp.zeros_like(x)
-  keep = keep_mask(key, x.shape, rate)
-  return jnp.where(keep, x / jnp.asarray(1.0 - rate, x.dtype), jnp.zeros((), x.dtype))
+  return x * keep_scale(key, x.shape, rate, x.dtype)
 
 
 class Dropout(nn.Module):

@@ -132,9 +132,8 @@ class ViewAttention(nn.Module):
     else:
       scale = jnp.ones((), jnp.float32)  # dropout multipliers of the attention weights
       if self.dropout > 0.0:
-        keep = dropout.keep_mask(self.make_rng(dropout.RNG_COLLECTION), logits.shape,
-                                 self.dropout)
-        scale = jnp.where(keep, jnp.float32(1.0 / (1.0 - self.dropout)), jnp.float32(0.0))
+        scale = dropout.keep_scale(self.make_rng(dropout.RNG_COLLECTION), logits.shape,
+                                   self.dropout)
       x = attend_views(logits, value, scale)
     x = x.astype(self.dtype)
     x = matmul(x, cast(out_fc.kernel)) + cast(out_fc.bias)

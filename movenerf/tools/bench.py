@@ -9,8 +9,10 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 
 * inference: rays/s rendering one chunk of ``--rays`` rays (median of ``--repeats``
   timed runs after a warm-up), compile time, feature-net time;
-* training: rays/s and step time of the full train step (forward, backward, Adam
-  update) on one example of ``--rays`` rays, and its compile time;
+* training: rays/s and step time (median of ``--train-repeats``) of the full train step
+  (forward, backward, Adam update) on one example of ``--rays`` rays, and its compile
+  time; on CPU the rays go through in slices of 32, each slice's backward pass right
+  after its forward pass (``train.sub_chunk``);
 * model FLOPs per ray (XLA cost analysis) and the achieved FLOP/s against the device's
   peak, measured in the same run with a large matmul (``peak_gflops_per_s``);
 * peak host memory (max RSS of the process) and peak device memory where the backend
@@ -18,7 +20,7 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 
 ``--suite`` runs every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved
 in it (so the peak memory of a row is its case's, shared by the two models; 2048-ray
-cases time half the repeats), and prints one table.
+cases time one train step per model), and prints one table.
 """
 
 from __future__ import annotations
@@ -100,11 +102,13 @@ class Prepared:
 
 
 def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int = 512,
-            sub_chunk: int | None = None, repeats: int = 5) -> Prepared:
-  """Builds, compiles and warms up rendering one chunk of rays."""
+            sub_chunk: int | None = None, repeats: int = 5, variables=None) -> Prepared:
+  """Builds, compiles and warms up rendering one chunk of rays (``variables``: the
+  model's, default a fresh initialisation)."""
   target, sources, near, far = _scene(num_views, size)
   model = GNTModel(config)
-  variables = init_variables(model, jax.random.PRNGKey(0))
+  if variables is None:
+    variables = init_variables(model, jax.random.PRNGKey(0))
   rays = image_rays(target)
   rays = rays[np.arange(chunk) % rays.num_rays]
 
@@ -173,10 +177,13 @@ def _train_batch(num_views: int, size: int, rays: int) -> dict:
 
 
 def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: int = 512,
-                  sub_chunk: int | None = None, remat: bool = True) -> Prepared:
-  """Builds, compiles and warms up the full train step on one example of ``rays`` rays."""
+                  sub_chunk: int | None = None, remat: bool = False,
+                  params=None) -> Prepared:
+  """Builds, compiles and warms up the full train step on one example of ``rays`` rays
+  (``params``: the starting parameters, default a fresh initialisation)."""
   model = GNTModel(config)
-  params = init_variables(model, jax.random.PRNGKey(0))["params"]
+  if params is None:
+    params = init_variables(model, jax.random.PRNGKey(0))["params"]
   opt_cfg = ml_collections.ConfigDict(dict(
       name="adam", lr_feature=1e-3, lr_transformer=5e-4, decay_steps=0, decay_rate=0.5,
       b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0, accumulate_steps=1))
@@ -215,8 +222,11 @@ def default_train_sub_chunk() -> int:
 def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64,
               rays: int = 512, repeats: int = 5, sub_chunk: int | None = None,
               train: bool = True, train_sub_chunk: int | None = None,
-              remat: bool = True) -> dict[str, dict]:
+              remat: bool = False, train_repeats: int | None = None) -> dict[str, dict]:
   """Times inference (and training) of each named config; returns name -> figures.
+
+  ``repeats`` timed inference runs and ``train_repeats`` (default ``repeats``) timed
+  train steps per model, each after a warm-up run.
 
   The timed runs of the models are interleaved, so that slow drifts of a shared machine
   hit them alike. Every config must have the same dtype (one peak measurement).
@@ -225,14 +235,19 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
   if len(dtypes) != 1:
     raise ValueError(f"configs of different dtypes {sorted(dtypes)}: benchmark them apart")
   peak = peak_matmul_flops(dtypes.pop())
-  prepared = {n: prepare(c, num_views, size, rays, sub_chunk, repeats)
+  # One initialisation per model (compiling it takes ~20 s on the 2-core CPU).
+  variables = {n: init_variables(GNTModel(c), jax.random.PRNGKey(0)) for n, c in configs.items()}
+  prepared = {n: prepare(c, num_views, size, rays, sub_chunk, repeats, variables[n])
               for n, c in configs.items()}
-  trainers = {n: prepare_train(c, num_views, size, rays, train_sub_chunk, remat)
+  trainers = {n: prepare_train(c, num_views, size, rays, train_sub_chunk, remat,
+                               variables[n]["params"])
               if train else None for n, c in configs.items()}
-  for _ in range(repeats):
+  train_repeats = repeats if train_repeats is None else train_repeats
+  for i in range(max(repeats, train_repeats)):
     for n in configs:
-      prepared[n].time_once()
-      if trainers[n] is not None:
+      if i < repeats:
+        prepared[n].time_once()
+      if trainers[n] is not None and i < train_repeats:
         trainers[n].time_once()
   return {n: _combine(prepared[n], trainers[n], peak) for n in configs}
 
@@ -245,14 +260,21 @@ def _combine(prepared: Prepared, trainer: Prepared | None, peak: float) -> dict:
     median = statistics.median(trainer.times)
     rays = trainer.figures["train_rays"]
     r.update(trainer.figures, train_rays_per_s=rays / median, train_step_s_median=median,
-             train_step_s_min=min(trainer.times))
+             train_step_s_min=min(trainer.times), train_repeats=len(trainer.times))
     # Forward + backward ~ 3x the forward FLOPs (the usual estimate; XLA's count of the
-    # sliced, rematerialised program would count the lax.map body once).
+    # sliced program would count the loop body once; remat's recomputation not counted).
     r["train_gflops_per_s"] = 3 * r["flops_per_ray"] * rays / median / 1e9
     r["train_fraction_of_peak"] = r["train_gflops_per_s"] * 1e9 / peak
   r["peak_host_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   r["peak_device_bytes"] = _device_peak_bytes()
   return r
+
+
+def _slice_mode(r: dict) -> str:
+  if not r["train_sub_chunk"] or r["train_sub_chunk"] >= r["train_rays"]:
+    return "one pass" + (", remat" if r["train_remat"] else "")
+  return (f"slices of {r['train_sub_chunk']}, "
+          + ("remat" if r["train_remat"] else "backward per slice"))
 
 
 def format_table(r: dict) -> str:
@@ -273,8 +295,7 @@ def format_table(r: dict) -> str:
     rows += [
         ("training", f"{r['train_rays_per_s']:,.0f} rays/s, step "
                      f"{r['train_step_s_median'] * 1e3:,.0f} ms for {r['train_rays']} rays "
-                     f"(slices of {r['train_sub_chunk'] or r['train_rays']}"
-                     f"{', remat' if r['train_remat'] else ''})"),
+                     f"(median of {r['train_repeats']}; {_slice_mode(r)})"),
         ("train compile", f"{r['train_compile_s']:.1f} s"),
     ]
   rows += [
@@ -303,7 +324,8 @@ def suite_table(cases: list[dict]) -> str:
     lines.append(
         f"| {r['model']} | {r['dtype']} | {r['chunk']} | {r['infer_rays_per_s']:,.0f} | "
         f"{r['train_rays_per_s']:,.0f} | {r['train_step_s_median']:.2f} s | "
-        f"{r['train_compile_s']:.0f} s | {r['peak_host_rss_mb'] / 1024:.2f} GiB | {dev} | {r['flops_per_ray'] / 1e6:.0f} | "
+        f"{r['train_compile_s']:.0f} s | {r['peak_host_rss_mb'] / 1024:.2f} GiB | {dev} | "
+        f"{r['flops_per_ray'] / 1e6:.0f} | "
         f"{100 * r['infer_fraction_of_peak']:.0f}% / {100 * r['train_fraction_of_peak']:.0f}% |")
   return "\n".join(lines)
 
@@ -312,20 +334,28 @@ def _run_suite(args) -> dict:
   """Every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved in it;
   returns the combined figures."""
   cases = []
-  for rays in (512, 2048):
-    for dtype in ("float32", "bfloat16"):
-      with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "case.json")
+  with tempfile.TemporaryDirectory() as tmp:
+    # The cases share one persistent compilation cache, for the programs that are the
+    # same in every case of a dtype and take long to compile: the models' parameter
+    # initialisations (~20 s each on the 2-core CPU). The cache lives as long as this
+    # suite, so every figure of compile time is a real compilation.
+    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "jax_cache"),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="10")
+    for rays in (512, 2048):
+      for dtype in ("float32", "bfloat16"):
+        out = os.path.join(tmp, f"case_{dtype}_{rays}.json")
+        # A 2048-ray train step takes 20-45 s here: the suite times fewer of them.
+        train_repeats = args.train_repeats or (args.repeats if rays <= 512 else 1)
         cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", "both",
                "--dtype", dtype, "--rays", str(rays), "--json", out,
-               "--repeats", str(args.repeats if rays <= 512 else max(2, args.repeats // 2))]
+               "--repeats", str(args.repeats), "--train-repeats", str(train_repeats)]
         print(f"== GNT and GNT-MoVE, {dtype}, {rays} rays ==", flush=True)
-        subprocess.run(cmd, check=True)
+        subprocess.run(cmd, check=True, env=env)
         with open(out) as f:
           case = json.load(f)
-      move = case.pop("move")
-      case.pop("move_cost_ratio", None)
-      cases += [case, move]
+        move = case.pop("move")
+        case.pop("move_cost_ratio", None)
+        cases += [case, move]
   reference = next(c for c in cases if c["model"] == "GNT" and c["dtype"] == "float32"
                    and c["chunk"] == 512)
   result = {k: reference[k] for k in ("infer_rays_per_s", "train_rays_per_s")}
@@ -344,10 +374,14 @@ def main(argv=None) -> int:
                            "elsewhere)")
   parser.add_argument("--train-sub-chunk", type=int, default=None,
                       help="rays per training slice (default: 32 on CPU, 0 elsewhere)")
-  parser.add_argument("--no-remat", action="store_true",
-                      help="keep every slice's activations for the backward pass")
+  parser.add_argument("--remat", action="store_true",
+                      help="rematerialise each training slice in one backward pass (default: "
+                           "each slice's backward pass right after its forward pass)")
   parser.add_argument("--no-train", action="store_true", help="inference only")
   parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--train-repeats", type=int, default=None,
+                      help="timed train steps (default: --repeats; in --suite, 1 at 2048 "
+                           "rays)")
   parser.add_argument("--views", type=int, default=10)
   parser.add_argument("--size", type=int, default=64)
   parser.add_argument("--samples", type=int, default=64)
@@ -388,7 +422,7 @@ def _run_models(args) -> dict:
         config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
   results = benchmark(configs, args.views, args.size, args.rays, args.repeats,
                       args.sub_chunk, not args.no_train, args.train_sub_chunk,
-                      not args.no_remat)
+                      args.remat, args.train_repeats)
   titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
   for name, r in results.items():
     print(f"== {titles[name]} ==\n" + format_table(r))

@@ -40,7 +40,8 @@ _LOOPS = re.compile(r"^while")
 _OP_LINE = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\S+) (.*)$", re.M)
 _OP_NAME = re.compile(r"op_name=\"([^\"]*)\"")
 # Transformations in op names that say nothing about which model code ran.
-_WRAPPERS = re.compile(r"(jit\([^)]*\)|jvp\(\)|transpose\(jvp\(\)\)|while|body|closed_call|"
+_WRAPPERS = re.compile(r"(jit\([^)]*\)|jvp\([\w.]*\)|transpose\(jvp\([\w.]*\)\)|while|body|"
+                       r"closed_call|"
                        r"checkpoint|rematted_computation|cond|branch_\d+_fun)/")
 
 
@@ -134,7 +135,8 @@ def main(argv=None) -> int:
   parser.add_argument("--infer", action="store_true", help="profile inference, not training")
   parser.add_argument("--rays", type=int, default=512)
   parser.add_argument("--train-sub-chunk", type=int, default=None)
-  parser.add_argument("--no-remat", action="store_true")
+  parser.add_argument("--remat", action="store_true",
+                      help="rematerialised slices instead of a backward pass per slice")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--depth", type=int, default=3, help="module path parts per row")
   parser.add_argument("--top", type=int, default=15, help="slowest single ops to list")
@@ -149,7 +151,7 @@ def main(argv=None) -> int:
     prepared = bench.prepare(config, chunk=args.rays)
   else:
     prepared = bench.prepare_train(config, rays=args.rays, sub_chunk=args.train_sub_chunk,
-                                   remat=not args.no_remat)
+                                   remat=args.remat)
   prepared.time_once()  # one more warm run outside the trace
   sources = op_sources(prepared.hlo_text())
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="movenerf_trace_")

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 import flax.struct
 import jax
-import jax.flatten_util
 import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -38,6 +37,7 @@ from movenerf.models.gnt_model import GNTModel
 from movenerf.moe import layer as moe_layer
 from movenerf.moe import losses as moe_losses
 from movenerf.rays import pixel_rays, points_along_rays
+from movenerf.render import merge_slices, num_slices, split_slices
 
 
 @flax.struct.dataclass
@@ -106,6 +106,29 @@ def _moe_summary(collection, num_rays: int) -> tuple[jnp.ndarray, jnp.ndarray, d
   return div, probs, metrics
 
 
+def _slice_renderer(model: GNTModel, target, sources, near, far) -> Callable:
+  """``(params, featmaps, rays, key) -> (RenderOutput, diversity, probs, MoE metrics)``:
+  the training forward of one slice of rays (probs [R, L, S, E], or None for GNT)."""
+  moe = model.config.moe is not None
+
+  def render(params, featmaps, rays, key):
+    sample_key, dropout_key, router_key = jax.random.split(key, 3)
+    out, aux = model.apply({"params": params}, rays, target, sources, featmaps, near, far,
+                           train=True, method=GNTModel.render_rays,
+                           mutable=[moe_layer.MOE_COLLECTION],
+                           rngs={"sample": sample_key, "dropout": dropout_key,
+                                 "router": router_key})
+    if not moe:
+      return out, jnp.zeros(()), None, {}
+    return (out,) + _moe_summary(aux[moe_layer.MOE_COLLECTION], rays.num_rays)
+
+  return render
+
+
+def _encode(model: GNTModel, params, sources: SourceViews):
+  return model.apply({"params": params}, sources.images, method=GNTModel.encode)
+
+
 def gnt_forward(model: GNTModel, params, rays, target, sources, near, far, key: jax.Array,
                 sub_chunk: int = 0, remat: bool = False):
   """Training forward of GNT / GNT-MoVE over R rays, optionally in slices.
@@ -116,41 +139,57 @@ def gnt_forward(model: GNTModel, params, rays, target, sources, near, far, key: 
   ``remat`` each slice's activations are recomputed in the backward pass instead of
   stored, so memory no longer grows with R. MoE routing, capacity and the diversity
   loss then apply per slice (a slice is a routing group, as a device's tokens are in
-  expert-parallel MoE); the results are otherwise the same computation.
+  expert-parallel MoE); the results are otherwise the same computation. (The train step
+  without remat does not differentiate this function: see :func:`example_grads`.)
 
   Returns:
     (RenderOutput over R rays, diversity loss, router probs [R, L, S, E] or None,
     MoE metrics dict).
   """
-  num = rays.num_rays
-  if sub_chunk and sub_chunk < num and num % sub_chunk:
-    raise ValueError(f"{num} rays per example do not divide into slices of {sub_chunk} "
-                     "(train.sub_chunk)")
-  featmaps = model.apply({"params": params}, sources.images, method=GNTModel.encode)
-  moe = model.config.moe is not None
+  count = num_slices(rays.num_rays, sub_chunk, "train.sub_chunk")
+  featmaps = _encode(model, params, sources)
+  render = _slice_renderer(model, target, sources, near, far)
+  fn = lambda r, k: render(params, featmaps, r, k)
+  fn = jax.checkpoint(fn) if remat else fn
+  if count == 1:
+    return fn(rays, key)
+  xs = (split_slices(rays, count), jax.random.split(key, count))
+  out, div, probs, metrics = jax.lax.map(lambda x: fn(*x), xs)
+  probs = None if probs is None else merge_slices(probs)
+  return merge_slices(out), jnp.mean(div), probs, jax.tree.map(jnp.mean, metrics)
 
-  def one(r, k):
-    sample_key, dropout_key, router_key = jax.random.split(k, 3)
-    out, aux = model.apply({"params": params}, r, target, sources, featmaps, near, far,
-                           train=True, method=GNTModel.render_rays,
-                           mutable=[moe_layer.MOE_COLLECTION],
-                           rngs={"sample": sample_key, "dropout": dropout_key,
-                                 "router": router_key})
-    if not moe:
-      return out, jnp.zeros(()), None, {}
-    return (out,) + _moe_summary(aux[moe_layer.MOE_COLLECTION], r.num_rays)
 
-  if not sub_chunk or sub_chunk >= num:
-    return (jax.checkpoint(one) if remat else one)(rays, key)
-  count = num // sub_chunk
-  fn = jax.checkpoint(one) if remat else one
-  split = jax.tree.map(lambda a: a.reshape((count, sub_chunk) + a.shape[1:]), rays)
-  out, div, probs, metrics = jax.lax.map(lambda xs: fn(*xs),
-                                         (split, jax.random.split(key, count)))
-  merge = lambda a: a.reshape((num,) + a.shape[2:])
-  out = jax.tree.map(merge, out)
-  probs = None if probs is None else merge(probs)
-  return out, jnp.mean(div), probs, jax.tree.map(jnp.mean, metrics)
+def _gnt_loss(loss_cfg, sse: dict, num_rays: int, div, cons, moe_metrics: dict):
+  """Loss and metrics from summed squared errors ('coarse', optional 'fine', 'final')
+  over ``num_rays`` rays, the diversity and the consistency loss (None for GNT)."""
+  mse = {k: v / (3 * num_rays) for k, v in sse.items()}
+  metrics = {"mse_coarse": mse["coarse"], "mse": mse["final"]}
+  loss = loss_cfg.coarse_weight * mse["coarse"]
+  if "fine" in mse:
+    metrics["mse_fine"] = mse["fine"]
+    loss = loss + loss_cfg.fine_weight * mse["fine"]
+  if cons is not None:
+    loss = loss + loss_cfg.diversity_weight * div + loss_cfg.consistency_weight * cons
+    metrics.update(diversity=div, consistency=cons, **moe_metrics)
+  metrics["loss"] = loss
+  return loss, metrics
+
+
+def _squared_errors(out, rgb) -> dict:
+  """Summed squared colour errors of the coarse, fine (if any) and final passes."""
+  sse = lambda a: jnp.sum((a - rgb) ** 2)
+  errors = {"coarse": sse(out.coarse.rgb), "final": sse(out.final.rgb)}
+  if out.fine is not None:
+    errors["fine"] = sse(out.fine.rgb)
+  return errors
+
+
+def _consistency(loss_cfg, rays, depths, probs, pairs):
+  """Router consistency loss of R rays: probs [R, L, S, E], coarse depths [R, S]."""
+  points = points_along_rays(rays, depths)
+  cons, _ = moe_losses.consistency_loss(jnp.moveaxis(probs, 1, 0), points, pairs,
+                                        symmetric=loss_cfg.symmetric_consistency)
+  return cons
 
 
 def example_loss(model, params, ex: dict, key: jax.Array, loss_cfg,
@@ -162,28 +201,128 @@ def example_loss(model, params, ex: dict, key: jax.Array, loss_cfg,
   rays, target, sources = example_views(ex, image_hw)
   out, div, probs, moe_metrics = gnt_forward(model, params, rays, target, sources,
                                              ex["near"], ex["far"], key, sub_chunk, remat)
-  mse_c = jnp.mean((out.coarse.rgb - ex["rgb"]) ** 2)
-  metrics = {"mse_coarse": mse_c}
-  loss = loss_cfg.coarse_weight * mse_c
-  if out.fine is not None:
-    mse_f = jnp.mean((out.fine.rgb - ex["rgb"]) ** 2)
-    metrics["mse_fine"] = mse_f
-    loss = loss + loss_cfg.fine_weight * mse_f
-  metrics["mse"] = jnp.mean((out.final.rgb - ex["rgb"]) ** 2)
+  cons = None
   if probs is not None:
-    points = points_along_rays(rays, out.coarse.depths)
-    cons, _ = moe_losses.consistency_loss(jnp.moveaxis(probs, 1, 0), points, ex["pairs"],
-                                          symmetric=loss_cfg.symmetric_consistency)
-    loss = loss + loss_cfg.diversity_weight * div + loss_cfg.consistency_weight * cons
-    metrics.update(diversity=div, consistency=cons, **moe_metrics)
-  metrics["loss"] = loss
-  return loss, metrics
+    cons = _consistency(loss_cfg, rays, out.coarse.depths, probs, ex["pairs"])
+  return _gnt_loss(loss_cfg, _squared_errors(out, ex["rgb"]), rays.num_rays, div, cons,
+                   moe_metrics)
+
+
+def _paired_slices_forward(render, params, featmaps, xs, pairs, size: int):
+  """Coarse depths [R, S] and router probs [R, L, S, E] of the slices that hold a row of
+  ``pairs`` (zeros elsewhere): the inputs of the consistency loss. ``xs``: rays and keys
+  split into slices of ``size`` rays.
+
+  A ``lax.cond`` per slice skips the others at run time (under ``vmap`` both branches
+  run): with the pipeline's pairs (anchors in the first rows, partners in the last) a
+  quarter of the slices of a 512-ray example need this extra forward pass.
+  """
+  rays, keys = xs
+  count = keys.shape[0]
+  rows = jnp.where(pairs >= 0, pairs, count * size).reshape(-1)  # padding: out of range
+  needed = jnp.zeros(count, bool).at[rows // size].set(True, mode="drop")
+
+  def forward(r, k):
+    out, _, probs, _ = render(params, featmaps, r, k)
+    return out.coarse.depths, probs
+
+  def one(x):
+    r, k, need = x
+    shapes = jax.eval_shape(forward, r, k)
+    return jax.lax.cond(need, forward,
+                        lambda *_: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes),
+                        r, k)
+
+  return merge_slices(jax.lax.map(one, (rays, keys, needed)))
+
+
+def example_grads(model: GNTModel, params, ex: dict, key: jax.Array, loss_cfg,
+                  image_hw: tuple[int, int], sub_chunk: int):
+  """Loss, metrics and parameter gradients of one example, one slice at a time.
+
+  The feature net runs once; :func:`sliced_grads` renders the rays slice by slice and
+  the feature net's backward pass runs once, on the summed feature-map gradient.
+
+  Returns:
+    ((loss, metrics), grads), as ``jax.value_and_grad(example_loss, has_aux=True)``.
+  """
+  sources = example_views(ex, image_hw)[2]
+  featmaps, encode_vjp = jax.vjp(lambda p: _encode(model, p, sources), params)
+  value, (grads, featmap_grads) = sliced_grads(model, params, featmaps, ex, key, loss_cfg,
+                                               image_hw, sub_chunk)
+  return value, jax.tree.map(jnp.add, grads, encode_vjp(featmap_grads)[0])
+
+
+def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, loss_cfg,
+                 image_hw: tuple[int, int], sub_chunk: int):
+  """Loss and metrics of one example given its feature maps, with the gradients with
+  respect to the parameters (the rendering part) and to the feature maps.
+
+  The same loss as :func:`example_loss` with slices of ``sub_chunk`` rays, but each
+  slice's backward pass runs right after its forward pass inside a ``lax.scan`` that
+  sums the gradients. Only one slice's activations are alive at a time, as with remat,
+  without recomputing the forward pass: on the 2-core CPU the gradient of a 512-ray GNT
+  example (reference configuration, slices of 32) took 4.9-5.2 s against 6.5-6.7 s
+  with remat, A/B in one process, and compiled in 26 s against 44 s.
+
+  Every loss term is a sum over slices except GNT-MoVE's consistency loss, which pairs
+  rays of different slices: with a consistency weight, a forward-only pass over the
+  slices that hold paired rays first gives their router probabilities, and the
+  consistency loss's gradient with respect to them enters each slice's backward pass as
+  a linear term.
+
+  Returns:
+    ((loss, metrics), (parameter grads, feature-map grads)).
+  """
+  rays, target, sources = example_views(ex, image_hw)
+  num = rays.num_rays
+  count = num_slices(num, sub_chunk, "train.sub_chunk")
+  render = _slice_renderer(model, target, sources, ex["near"], ex["far"])
+  moe = model.config.moe is not None
+  xs = (split_slices(rays, count), jax.random.split(key, count),
+        split_slices(ex["rgb"], count))
+  if moe and loss_cfg.consistency_weight:
+    depths, probs = _paired_slices_forward(render, params, featmaps, xs[:2], ex["pairs"],
+                                           num // count)
+    probs_grad = jax.grad(lambda p: _consistency(loss_cfg, rays, depths, p, ex["pairs"]))(
+        probs) * loss_cfg.consistency_weight
+    xs = xs + (split_slices(probs_grad, count),)
+
+  def objective(p, f, r, k, rgb, probs_grad=None):
+    out, div, probs, moe_metrics = render(p, f, r, k)
+    sse = _squared_errors(out, rgb)
+    value = loss_cfg.coarse_weight * sse["coarse"] / (3 * num)
+    if "fine" in sse:
+      value = value + loss_cfg.fine_weight * sse["fine"] / (3 * num)
+    if moe:
+      value = value + loss_cfg.diversity_weight * div / count
+    if probs_grad is not None:
+      value = value + jnp.sum(probs_grad * probs)
+    return value, (sse, div, out.coarse.depths, probs, moe_metrics)
+
+  def body(acc, x):
+    (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+        params, featmaps, *x)
+    return jax.tree.map(jnp.add, acc, grads), aux
+
+  zeros = jax.tree.map(jnp.zeros_like, (params, featmaps))
+  grads, (sse, div, depths, probs, moe_metrics) = jax.lax.scan(body, zeros, xs)
+  cons = None
+  if moe:
+    cons = _consistency(loss_cfg, rays, merge_slices(depths), merge_slices(probs),
+                        ex["pairs"])
+  sse = jax.tree.map(jnp.sum, sse)
+  return _gnt_loss(loss_cfg, sse, num, jnp.mean(div), cons,
+                   jax.tree.map(jnp.mean, moe_metrics)), grads
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
                image_hw: tuple[int, int], sub_chunk: int = 0, remat: bool = False,
                example_loop: str = "vmap") -> tuple[TrainState, dict]:
   """One update on a batch of B examples (unjitted; see :func:`make_train_step`).
+
+  The gradient is the mean of the examples' gradients: of :func:`sliced_grads` (and the
+  feature net's) when the rays are sliced without remat, else of :func:`example_loss`.
 
   ``example_loop``: "vmap" batches the examples' programs (accelerators, and a batch split
   over devices); "sequential" writes one program per example (up to 4, else ``lax.map``
@@ -194,42 +333,62 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
   num = batch["pixels"].shape[0]
   keys = jax.random.split(jax.random.fold_in(state.rng, state.step), num)
 
-  def loss_fn(params):
-    one = lambda ex, k: example_loss(model, params, ex, k, loss_cfg, image_hw, sub_chunk,
-                                     remat)
+  def over_examples(fn, *per_example):
+    """``fn(example, key, *per_example)`` for every example of the batch (``per_example``:
+    pytrees with a leading batch axis), outputs stacked."""
+    xs = (batch, keys) + per_example
     if example_loop == "sequential" and num <= 4:
-      parts = [one(jax.tree.map(lambda a, i=i: a[i], batch), keys[i]) for i in range(num)]
-      losses, metrics = jax.tree.map(lambda *xs: jnp.stack(xs), *parts)
-    elif example_loop == "sequential":
-      losses, metrics = jax.lax.map(lambda xs: one(*xs), (batch, keys))
-    elif example_loop == "vmap":
-      losses, metrics = jax.vmap(one)(batch, keys)
-    else:
-      raise ValueError(f"example_loop must be 'sequential' or 'vmap', got {example_loop!r}")
-    return jnp.mean(losses), jax.tree.map(jnp.mean, metrics)
+      parts = [fn(*jax.tree.map(lambda a, i=i: a[i], xs)) for i in range(num)]
+      return jax.tree.map(lambda *ys: jnp.stack(ys), *parts)
+    if example_loop == "sequential":
+      return jax.lax.map(lambda ys: fn(*ys), xs)
+    if example_loop == "vmap":
+      return jax.vmap(fn)(*xs)
+    raise ValueError(f"example_loop must be 'sequential' or 'vmap', got {example_loop!r}")
 
-  (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  # Checks and norms run on one raveled vector, not per parameter: XLA on CPU compiles
-  # every small per-leaf op separately, and the per-leaf forms (isfinite, where, norms
-  # over ~200 leaves) more than doubled the compile time of the step (measured 41 -> 25 s
-  # for the tiny model). A non-finite gradient makes the norm non-finite.
-  flat_grads, unravel = jax.flatten_util.ravel_pytree(grads)
-  grad_norm = jnp.sqrt(jnp.sum(jnp.square(flat_grads)))
+  mean = lambda tree: jax.tree.map(lambda a: jnp.mean(a, axis=0), tree)
+  if sub_chunk and not remat and not registry.is_decoupled(model):
+    # Per-slice backward passes (see sliced_grads), the mean over examples after. The
+    # feature net's backward pass runs once for the batch, on the mean feature-map
+    # gradient: per-example gradients of its convolutions, vmapped over a batch split
+    # over devices, came out wrong (the last convolution's kernel gradient off by ~100%
+    # on an 8-device CPU mesh; checked by tests/sharded_train_check.py).
+    def encode(params):
+      return over_examples(lambda ex, k: _encode(model, params,
+                                                 example_views(ex, image_hw)[2]))
+
+    featmaps, encode_vjp = jax.vjp(encode, state.params)
+    value, (grads, featmap_grads) = over_examples(
+        lambda ex, k, f: sliced_grads(model, state.params, f, ex, k, loss_cfg, image_hw,
+                                      sub_chunk), featmaps)
+    (loss, metrics), grads = mean((value, grads))
+    featmap_grads = jax.tree.map(lambda g: g / num, featmap_grads)
+    grads = jax.tree.map(jnp.add, grads, encode_vjp(featmap_grads)[0])
+  else:
+    def loss_fn(params):
+      losses, metrics = over_examples(
+          lambda ex, k: example_loss(model, params, ex, k, loss_cfg, image_hw, sub_chunk,
+                                     remat))
+      return jnp.mean(losses), mean(metrics)
+
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  # The update runs only when the loss and every gradient are finite (a non-finite
+  # gradient makes the norm non-finite); otherwise parameters and optimiser state stay.
+  # Per-leaf norms and a ``cond`` compile in 4.8 s on CPU for the reference model (404
+  # leaves), where raveling everything to one vector and masking took 10.9 s.
+  grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(grad_norm) & jnp.isfinite(loss)
-  # Zeros instead of NaNs keep the skipped branch's optimiser arithmetic finite.
-  safe = unravel(jnp.where(finite, flat_grads, jnp.zeros_like(flat_grads)))
-  updates, new_opt = tx.update(safe, state.opt_state, state.params)
-  # A skipped update: zero steps (exactly the old parameters) and the old optimiser state.
-  updates = jax.tree.map(lambda u: u * finite.astype(u.dtype), updates)
-  new_opt = jax.lax.cond(finite, lambda: new_opt, lambda: state.opt_state)
+
+  def update():
+    updates, new_opt = tx.update(grads, state.opt_state, state.params)
+    return optax.apply_updates(state.params, updates), new_opt
+
+  params, opt_state = jax.lax.cond(finite, update, lambda: (state.params, state.opt_state))
   new_state = state.replace(
-      step=state.step + 1,
-      params=optax.apply_updates(state.params, updates),
-      opt_state=new_opt,
+      step=state.step + 1, params=params, opt_state=opt_state,
       skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
-  flat_params, _ = jax.flatten_util.ravel_pytree(state.params)
   metrics.update(
-      grad_norm=grad_norm, param_norm=jnp.sqrt(jnp.sum(jnp.square(flat_params))),
+      grad_norm=grad_norm, param_norm=optax.global_norm(state.params),
       update_skipped=1.0 - finite.astype(jnp.float32), psnr=-10.0 * jnp.log10(metrics["mse"]))
   return new_state, metrics
 
@@ -249,7 +408,9 @@ def make_train_step(model, tx, loss_cfg, image_hw: tuple[int, int], mesh: Mesh,
                     state_sharding, sub_chunk: int = 0, remat: bool = False) -> Callable:
   """``(state, batch) -> (state, metrics)`` jitted over ``mesh`` with the state donated.
 
-  ``sub_chunk`` / ``remat``: see :func:`gnt_forward` (GNT family only). Examples are
+  ``sub_chunk`` > 0 renders each example's rays in slices of that many, with a backward
+  pass per slice (:func:`example_grads`), or with ``remat`` one backward pass through
+  rematerialised slices (:func:`gnt_forward`); GNT family only. Examples are
   looped over on a single CPU device and vmapped otherwise (see :func:`train_step`).
   """
   batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
