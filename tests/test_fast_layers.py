@@ -71,6 +71,49 @@ def test_dropout_module_uses_the_dropout_stream():
   assert set(np.unique(a)) <= {0.0, 2.0} and not np.array_equal(a, b)
 
 
+def test_hashed_key_streams_are_independent():
+  """Masks and noise from hashed keys as flax derives them for sibling layers
+  (fold-in of the module path, split under vmap) keep the rate and are independent."""
+  rate = 0.5
+  tol = 6 * np.sqrt(0.25 * 0.75 / np.prod(SHAPE))
+  root = hashed.hashed_key(jax.random.key(9))
+  assert jax.random.key_impl(root) == hashed.HASH_IMPL
+  folded = [jax.random.fold_in(root, i) for i in (0, 1, 2 ** 31 + 1)]
+  split = list(jax.random.split(root, 2))
+  masks = [np.asarray(hashed.keep_mask(k, SHAPE, rate)).reshape(-1) for k in folded + split]
+  for i, a in enumerate(masks):
+    assert abs(a.mean() - (1 - rate)) < tol
+    for b in masks[i + 1:]:
+      assert abs(np.mean(a & b) - 0.25) < tol
+  # The keys are pure functions of their inputs (a rematerialised pass redraws them).
+  np.testing.assert_array_equal(jax.random.key_data(jax.jit(jax.random.fold_in)(root, 1)),
+                                jax.random.key_data(folded[1]))
+  # Router noise: jax.random.normal through the hashed bits.
+  noise = np.asarray(jax.random.normal(folded[0], (512, 512)))
+  assert abs(noise.mean()) < 0.01 and abs(noise.std() - 1) < 0.01
+  assert abs(np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]) < 0.01
+
+
+def test_hashed_keys_compile_without_threefry_loops():
+  """What the hashed stream is for: on CPU every threefry call lowers to a while loop
+  (a few hundred per train step); make_rng on a hashed key lowers to none."""
+
+  class Stack(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      for _ in range(3):
+        x = hashed.Dropout(0.5)(x, deterministic=False)
+      return x
+
+  x = jnp.ones((4, 8))
+  hlo = lambda key: jax.jit(lambda k: Stack().apply({}, x, rngs={"dropout": k})).lower(
+      key).compile().as_text()
+  assert hlo(jax.random.key(0)).count(" while(") >= 3
+  assert hlo(hashed.hashed_key(jax.random.key(0))).count(" while(") == 0
+  out = Stack().apply({}, x, rngs={"dropout": hashed.hashed_key(jax.random.key(0))})
+  assert set(np.unique(out)) <= {0.0, 8.0} and 0 < np.count_nonzero(out) < x.size
+
+
 def test_matmul_gradients_match_plain_matmul():
   kx, kw, kg = jax.random.split(jax.random.key(0), 3)
   x = jax.random.normal(kx, (3, 5, 7, 16))

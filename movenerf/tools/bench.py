@@ -8,19 +8,24 @@ Reference configuration: depth 8, width 64, 10 source views of 64x64, 64 samples
 ray (coarse only), 512 rays per step, float32. For each model it reports
 
 * inference: rays/s rendering one chunk of ``--rays`` rays (median of ``--repeats``
-  timed runs after a warm-up), compile time, feature-net time;
-* training: rays/s and step time (median of ``--train-repeats``) of the full train step
-  (forward, backward, Adam update) on one example of ``--rays`` rays, and its compile
-  time; on CPU the rays go through in slices of 32, each slice's backward pass right
-  after its forward pass (``train.sub_chunk``);
-* model FLOPs per ray (XLA cost analysis) and the achieved FLOP/s against the device's
+  timed runs after a warm-up run, which is timed apart: ``infer_first_step_s``; the
+  first run after compilation took 23-49% longer at 512 rays on the 2-core CPU),
+  compile time, feature-net time;
+* training: rays/s and step time (median of ``--train-repeats``, after a warm-up step
+  timed apart: ``train_first_step_s``) of the full train step (forward, backward, Adam
+  update) on one example of ``--rays`` rays, and its compile time; on CPU the rays go
+  through in slices of 32, each slice's backward pass right after its forward pass
+  (``train.sub_chunk``);
+* model FLOPs per ray (XLA's cost analysis of the program as written, before its
+  optimisations; the optimised program counts 0.15% more at the reference
+  configuration) and the achieved FLOP/s against the device's
   peak, measured in the same run with a large matmul (``peak_gflops_per_s``);
 * peak host memory (max RSS of the process) and peak device memory where the backend
   reports it.
 
 ``--suite`` runs every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved
 in it (so the peak memory of a row is its case's, shared by the two models; 2048-ray
-cases time one train step per model), and prints one table.
+cases time one train step per model after the warm-up step), and prints one table.
 """
 
 from __future__ import annotations
@@ -86,10 +91,18 @@ class Prepared:
   times: list = dataclasses.field(default_factory=list)
   hlo_text: Callable[[], str] | None = None  # the optimised program (for profiles)
 
-  def time_once(self) -> None:
+  def time_once(self) -> float:
     start = time.perf_counter()
     jax.block_until_ready(self.step())
     self.times.append(time.perf_counter() - start)
+    return self.times[-1]
+
+  def warm_up(self) -> float:
+    """Runs the compiled program once, not as a timed run; returns its time (first runs
+    fault in the program's memory: 23-49% slower at 512 rays on the 2-core CPU)."""
+    first = self.time_once()
+    self.times.pop()
+    return first
 
   def result(self) -> dict:
     median = statistics.median(self.times)
@@ -125,12 +138,14 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
     sub_chunk = default_sub_chunk()
   args = (model, variables, rays, target, sources, featmaps, near, far, sub_chunk)
   start = time.perf_counter()
-  render_chunk.lower(*args).compile()
+  compiled = render_chunk.lower(*args).compile()
   compile_s = time.perf_counter() - start
-  # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped program.
-  flops = _flops(render_chunk.lower(*args[:-1], 0).compile())
-  jax.block_until_ready(render_chunk(*args))  # warm-up
-  figures = {
+  # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped program,
+  # as lowered (compiling it as well took 3-10 s per case).
+  flops = _flops(render_chunk.lower(*args[:-1], 0))
+  prepared = Prepared(lambda: compiled(*args[1:-1]), {}, hlo_text=compiled.as_text)
+  first = prepared.warm_up()
+  prepared.figures.update({
       "model": "GNT-MoVE" if config.moe else "GNT",
       "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
       "num_devices": jax.device_count(), "platform": platform.processor() or platform.machine(),
@@ -139,9 +154,9 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
       "num_importance": config.num_importance, "chunk": chunk, "sub_chunk": sub_chunk,
       "compile_s": compile_s, "encode_s_median": statistics.median(encode_times),
       "encode_compile_s": encode_compile, "flops_per_ray": flops / chunk,
-  }
-  return Prepared(lambda: render_chunk(*args), figures,
-                  hlo_text=lambda: render_chunk.lower(*args).compile().as_text())
+      "infer_first_step_s": first,
+  })
+  return prepared
 
 
 def peak_matmul_flops(dtype: str = "float32", repeats: int = 5) -> float:
@@ -208,10 +223,11 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
     holder["state"], metrics = compiled(holder["state"], batch)
     return metrics
 
-  jax.block_until_ready(run())  # warm-up
-  figures = {"train_rays": rays, "train_sub_chunk": sub_chunk, "train_remat": remat,
-             "train_compile_s": compile_s}
-  return Prepared(run, figures, hlo_text=compiled.as_text)
+  prepared = Prepared(run, {"train_rays": rays, "train_sub_chunk": sub_chunk,
+                            "train_remat": remat, "train_compile_s": compile_s},
+                      hlo_text=compiled.as_text)
+  prepared.figures["train_first_step_s"] = prepared.warm_up()
+  return prepared
 
 
 def default_train_sub_chunk() -> int:
@@ -243,11 +259,11 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
                                variables[n]["params"])
               if train else None for n, c in configs.items()}
   train_repeats = repeats if train_repeats is None else train_repeats
-  for i in range(max(repeats, train_repeats)):
+  for _ in range(max(repeats, train_repeats)):
     for n in configs:
-      if i < repeats:
+      if len(prepared[n].times) < repeats:
         prepared[n].time_once()
-      if trainers[n] is not None and i < train_repeats:
+      if trainers[n] is not None and len(trainers[n].times) < train_repeats:
         trainers[n].time_once()
   return {n: _combine(prepared[n], trainers[n], peak) for n in configs}
 

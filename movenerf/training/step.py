@@ -31,6 +31,7 @@ from movenerf import metrics as image_metrics
 from movenerf import sharding
 from movenerf.cameras import Cameras
 from movenerf.epipolar import SourceViews
+from movenerf.models import dropout
 from movenerf.models import registry
 from movenerf.models.decoupled import DecoupledNeRF
 from movenerf.models.gnt_model import GNTModel
@@ -113,11 +114,14 @@ def _slice_renderer(model: GNTModel, target, sources, near, far) -> Callable:
 
   def render(params, featmaps, rays, key):
     sample_key, dropout_key, router_key = jax.random.split(key, 3)
+    # The noise streams get hashed keys: their many make_rng fold-ins then compile to
+    # fused integer ops instead of one threefry while loop each (see models.dropout).
     out, aux = model.apply({"params": params}, rays, target, sources, featmaps, near, far,
                            train=True, method=GNTModel.render_rays,
                            mutable=[moe_layer.MOE_COLLECTION],
-                           rngs={"sample": sample_key, "dropout": dropout_key,
-                                 "router": router_key})
+                           rngs={"sample": sample_key,
+                                 "dropout": dropout.hashed_key(dropout_key),
+                                 "router": dropout.hashed_key(router_key)})
     if not moe:
       return out, jnp.zeros(()), None, {}
     return (out,) + _moe_summary(aux[moe_layer.MOE_COLLECTION], rays.num_rays)
@@ -281,12 +285,13 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
   moe = model.config.moe is not None
   xs = (split_slices(rays, count), jax.random.split(key, count),
         split_slices(ex["rgb"], count))
+  cons = None
   if moe and loss_cfg.consistency_weight:
     depths, probs = _paired_slices_forward(render, params, featmaps, xs[:2], ex["pairs"],
                                            num // count)
-    probs_grad = jax.grad(lambda p: _consistency(loss_cfg, rays, depths, p, ex["pairs"]))(
-        probs) * loss_cfg.consistency_weight
-    xs = xs + (split_slices(probs_grad, count),)
+    cons, probs_grad = jax.value_and_grad(
+        lambda p: _consistency(loss_cfg, rays, depths, p, ex["pairs"]))(probs)
+    xs = xs + (split_slices(probs_grad * loss_cfg.consistency_weight, count),)
 
   def objective(p, f, r, k, rgb, probs_grad=None):
     out, div, probs, moe_metrics = render(p, f, r, k)
@@ -298,7 +303,11 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
       value = value + loss_cfg.diversity_weight * div / count
     if probs_grad is not None:
       value = value + jnp.sum(probs_grad * probs)
-    return value, (sse, div, out.coarse.depths, probs, moe_metrics)
+    # The router probabilities leave the scan only when the consistency loss (for its
+    # metric) is not known yet.
+    keep = moe and cons is None
+    return value, (sse, div, out.coarse.depths if keep else None, probs if keep else None,
+                   moe_metrics)
 
   def body(acc, x):
     (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
@@ -307,8 +316,7 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
 
   zeros = jax.tree.map(jnp.zeros_like, (params, featmaps))
   grads, (sse, div, depths, probs, moe_metrics) = jax.lax.scan(body, zeros, xs)
-  cons = None
-  if moe:
+  if moe and cons is None:
     cons = _consistency(loss_cfg, rays, merge_slices(depths), merge_slices(probs),
                         ex["pairs"])
   sse = jax.tree.map(jnp.sum, sse)
