@@ -15,9 +15,10 @@ router noise). The mask now takes the key's two words as its seeds, and
 ``hashed_key`` wraps a key in ``HASH_IMPL``, a PRNG implementation whose fold-in,
 split and bits are integer hashes, so that flax's ``make_rng`` costs a few fused
 integer ops; the train step gives its 'dropout' and 'router' streams such keys. That
-leaves 10 and 32 while loops, and the step compiled 15-35% faster on the 2-core CPU
-(interleaved in one process: GNT 20-35 s against 35-45 s, GNT-MoVE 47 s against
-56-64 s, on a slow spell of the host), at the same step time.
+leaves 10 and 16 while loops, at the same step time. Compiled alternately with the
+threefry keys in one process on the 2-core CPU, GNT took 20-35 s against 35-45 s and
+GNT-MoVE 34-60 s against 56-64 s (this host's compile times vary by up to 2x between
+identical runs).
 
 The masks are a pure function of the key, so a rematerialised backward pass sees the
 mask of its forward pass. They are not cryptographic random numbers, which dropout and

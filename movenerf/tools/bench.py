@@ -8,8 +8,8 @@ Reference configuration: depth 8, width 64, 10 source views of 64x64, 64 samples
 ray (coarse only), 512 rays per step, float32. For each model it reports
 
 * inference: rays/s rendering one chunk of ``--rays`` rays (median of ``--repeats``
-  timed runs after a warm-up run, which is timed apart: ``infer_first_step_s``; the
-  first run after compilation took 23-49% longer at 512 rays on the 2-core CPU),
+  timed runs after a warm-up run, which is timed apart: ``infer_first_step_s``; in the
+  suite runs on the 2-core CPU first runs took up to 50% longer than the median),
   compile time, feature-net time;
 * training: rays/s and step time (median of ``--train-repeats``, after a warm-up step
   timed apart: ``train_first_step_s``) of the full train step (forward, backward, Adam
@@ -98,8 +98,9 @@ class Prepared:
     return self.times[-1]
 
   def warm_up(self) -> float:
-    """Runs the compiled program once, not as a timed run; returns its time (first runs
-    fault in the program's memory: 23-49% slower at 512 rays on the 2-core CPU)."""
+    """Runs the compiled program once, not as a timed run; returns its time (a first run
+    faults in the program's memory: up to 50% slower than the median on the 2-core
+    CPU)."""
     first = self.time_once()
     self.times.pop()
     return first
