@@ -113,8 +113,9 @@ HASH_IMPL = jex_random.define_prng_impl(
 
 
 def hashed_key(key: jax.Array) -> jax.Array:
-  """A ``HASH_IMPL`` key made from the words of ``key`` (typed or raw), for the
-  'dropout' stream: flax's ``make_rng`` fold-ins on it compile to fused integer ops."""
+  """A ``HASH_IMPL`` key made from the words of ``key`` (typed or raw), for a noise
+  stream ('dropout', 'router'): flax's ``make_rng`` fold-ins on it compile to fused
+  integer ops."""
   return jax.random.wrap_key_data(_key_words(key), impl=HASH_IMPL)
 
 

@@ -292,6 +292,9 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
     cons, probs_grad = jax.value_and_grad(
         lambda p: _consistency(loss_cfg, rays, depths, p, ex["pairs"]))(probs)
     xs = xs + (split_slices(probs_grad * loss_cfg.consistency_weight, count),)
+  # The router probabilities leave the scan only when the consistency loss (for its
+  # metric) is not known yet.
+  keep_probs = moe and cons is None
 
   def objective(p, f, r, k, rgb, probs_grad=None):
     out, div, probs, moe_metrics = render(p, f, r, k)
@@ -303,11 +306,8 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
       value = value + loss_cfg.diversity_weight * div / count
     if probs_grad is not None:
       value = value + jnp.sum(probs_grad * probs)
-    # The router probabilities leave the scan only when the consistency loss (for its
-    # metric) is not known yet.
-    keep = moe and cons is None
-    return value, (sse, div, out.coarse.depths if keep else None, probs if keep else None,
-                   moe_metrics)
+    return value, (sse, div, out.coarse.depths if keep_probs else None,
+                   probs if keep_probs else None, moe_metrics)
 
   def body(acc, x):
     (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
@@ -316,7 +316,7 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
 
   zeros = jax.tree.map(jnp.zeros_like, (params, featmaps))
   grads, (sse, div, depths, probs, moe_metrics) = jax.lax.scan(body, zeros, xs)
-  if moe and cons is None:
+  if keep_probs:
     cons = _consistency(loss_cfg, rays, merge_slices(depths), merge_slices(probs),
                         ex["pairs"])
   sse = jax.tree.map(jnp.sum, sse)
