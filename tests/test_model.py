@@ -11,7 +11,7 @@ import pytest
 from movenerf import testing
 from movenerf.epipolar import EpipolarSamples
 from movenerf.models.gnt import GNTNet
-from movenerf.models.gnt_model import GNTConfig, GNTModel
+from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
 from movenerf.rays import Rays
 from movenerf.render import render_chunk, render_rays_chunked
 
@@ -133,3 +133,44 @@ def test_wrong_width_heads_raise():
     model = GNTModel(GNTConfig(width=18, depth=1, num_samples=4))
     rays, target, sources = testing.dummy_inputs(2, 16, 16, 2)
     model.init(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
+
+
+def test_initial_parameters_are_independent_draws():
+  """init_variables draws through a hashed key (no threefry loops to compile): the
+  parameters are a function of the key, each kernel has the spread of the threefry
+  draw of its initialiser, and kernels of sibling layers and neighbouring columns are
+  uncorrelated."""
+  model = GNTModel(dataclasses.replace(SMALL, width=32, depth=2))
+  params = init_variables(model, jax.random.PRNGKey(0))["params"]
+  again = init_variables(model, jax.random.PRNGKey(0))["params"]
+  other = init_variables(model, jax.random.PRNGKey(1))["params"]
+  rays, target, sources = testing.dummy_inputs(2, 32, 32, 4)
+  threefry = jax.jit(lambda k: model.init(k, rays, target, sources, 2.0, 6.0))(
+      jax.random.PRNGKey(0))["params"]
+  flat = {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_leaves_with_path(params)}
+  ref = {jax.tree_util.keystr(p): np.asarray(v)
+         for p, v in jax.tree_util.tree_leaves_with_path(threefry)}
+  assert flat.keys() == ref.keys()
+  jax.tree.map(np.testing.assert_array_equal, params, again)
+  kernels = {k: v for k, v in flat.items() if k.endswith("['kernel']") and v.size >= 512}
+  assert len(kernels) >= 10
+  for name, w in kernels.items():
+    assert not np.array_equal(w, np.asarray(_leaf(other, name))), name
+    # The spread matches the initialiser's (each std estimate is off by ~1/sqrt(2n)).
+    assert abs(w.std() / ref[name].std() - 1) < 6 / np.sqrt(w.size), name
+    cols = w.reshape(-1, w.shape[-1])
+    corr = np.corrcoef(cols[:, :-1].ravel(), cols[:, 1:].ravel())[0, 1]
+    assert abs(corr) < 6 / np.sqrt(cols[:, 1:].size), name
+  by_shape = {}
+  for name, w in kernels.items():
+    by_shape.setdefault(w.shape, []).append(w.ravel())
+  pairs = [(a, b) for ws in by_shape.values() for a, b in zip(ws, ws[1:])]
+  assert len(pairs) >= 5
+  for a, b in pairs:
+    assert abs(np.corrcoef(a, b)[0, 1]) < 6 / np.sqrt(a.size)
+
+
+def _leaf(tree, keystr: str):
+  return next(v for p, v in jax.tree_util.tree_leaves_with_path(tree)
+              if jax.tree_util.keystr(p) == keystr)
