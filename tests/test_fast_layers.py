@@ -94,6 +94,22 @@ def test_hashed_key_streams_are_independent():
   assert abs(np.corrcoef(noise[:, :-1].ravel(), noise[:, 1:].ravel())[0, 1]) < 0.01
 
 
+def test_children_of_a_zero_key_draw_uniform_first_elements():
+  """Regression: children of ``hashed_key(PRNGKey(0))`` (key words 0, 0; flax's param
+  and dropout streams are such children) once drew bits 0 at index 0 (initial weights at
+  the truncation bound)."""
+  root = hashed.hashed_key(jax.random.PRNGKey(0))
+  n = 4096
+  folded = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(n))
+  children = {"fold_in": folded, "split": jax.random.split(root, n)}
+  for name, keys in children.items():
+    bits = np.asarray(jax.vmap(lambda k: jax.random.bits(k, (3,)))(keys))
+    assert np.count_nonzero(bits == 0) == 0, name
+    first = np.asarray(jax.vmap(lambda k: jax.random.uniform(k, (3,)))(keys))[:, 0]
+    assert abs(first.mean() - 0.5) < 6 * np.sqrt(1 / 12 / n), name
+    assert abs(np.mean(first < 0.5) - 0.5) < 6 * np.sqrt(0.25 / n), name
+
+
 def test_hashed_keys_compile_without_threefry_loops():
   """What the hashed stream is for: on CPU every threefry call lowers to a while loop
   (a few hundred per train step); make_rng on a hashed key lowers to none."""

@@ -25,7 +25,8 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 
 ``--suite`` runs every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved
 in it (so the peak memory of a row is its case's, shared by the two models; 2048-ray
-cases time one train step per model after the warm-up step), and prints one table.
+cases time one render and one train step per model, each after its warm-up run), and
+prints one table.
 """
 
 from __future__ import annotations
@@ -354,18 +355,20 @@ def _run_suite(args) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     # The cases share one persistent compilation cache, for the programs that are the
     # same in every case of a dtype and take long to compile: the models' parameter
-    # initialisations (~20 s each on the 2-core CPU). The cache lives as long as this
+    # initialisations (8-13 s each on the 2-core CPU). The cache lives as long as this
     # suite, so every figure of compile time is a real compilation.
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="10")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="5")
     for rays in (512, 2048):
       for dtype in ("float32", "bfloat16"):
         out = os.path.join(tmp, f"case_{dtype}_{rays}.json")
-        # A 2048-ray train step takes 20-45 s here: the suite times fewer of them.
-        train_repeats = args.train_repeats or (args.repeats if rays <= 512 else 1)
+        # A 2048-ray train step takes 15-30 s here and a 2048-ray render 5-8 s: the suite
+        # times one of each (after the warm-up run) at that size.
+        repeats = args.repeats if rays <= 512 else 1
+        train_repeats = args.train_repeats or repeats
         cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", "both",
                "--dtype", dtype, "--rays", str(rays), "--json", out,
-               "--repeats", str(args.repeats), "--train-repeats", str(train_repeats)]
+               "--repeats", str(repeats), "--train-repeats", str(train_repeats)]
         print(f"== GNT and GNT-MoVE, {dtype}, {rays} rays ==", flush=True)
         subprocess.run(cmd, check=True, env=env)
         with open(out) as f:
@@ -395,7 +398,8 @@ def main(argv=None) -> int:
                       help="rematerialise each training slice in one backward pass (default: "
                            "each slice's backward pass right after its forward pass)")
   parser.add_argument("--no-train", action="store_true", help="inference only")
-  parser.add_argument("--repeats", type=int, default=5)
+  parser.add_argument("--repeats", type=int, default=5,
+                      help="timed inference runs (in --suite, 1 at 2048 rays)")
   parser.add_argument("--train-repeats", type=int, default=None,
                       help="timed train steps (default: --repeats; in --suite, 1 at 2048 "
                            "rays)")
