@@ -9,7 +9,7 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 
 * inference: rays/s rendering one chunk of ``--rays`` rays (median of ``--repeats``
   timed runs after a warm-up run, which is timed apart: ``infer_first_step_s``; in the
-  suite runs on the 2-core CPU first runs took up to 50% longer than the median),
+  suite runs on the 2-core CPU first runs took 0.72-1.84x the median),
   compile time, feature-net time;
 * training: rays/s and step time (median of ``--train-repeats``, after a warm-up step
   timed apart: ``train_first_step_s``) of the full train step (forward, backward, Adam
@@ -99,9 +99,8 @@ class Prepared:
     return self.times[-1]
 
   def warm_up(self) -> float:
-    """Runs the compiled program once, not as a timed run; returns its time (a first run
-    faults in the program's memory: up to 50% slower than the median on the 2-core
-    CPU)."""
+    """Runs the compiled program once, not as a timed run; returns its time (first runs
+    took up to 1.84x the median on the 2-core CPU)."""
     first = self.time_once()
     self.times.pop()
     return first
