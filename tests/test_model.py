@@ -147,16 +147,13 @@ def test_initial_parameters_are_independent_draws():
   rays, target, sources = testing.dummy_inputs(2, 32, 32, 4)
   threefry = jax.jit(lambda k: model.init(k, rays, target, sources, 2.0, 6.0))(
       jax.random.PRNGKey(0))["params"]
-  flat = {jax.tree_util.keystr(p): np.asarray(v)
-          for p, v in jax.tree_util.tree_leaves_with_path(params)}
-  ref = {jax.tree_util.keystr(p): np.asarray(v)
-         for p, v in jax.tree_util.tree_leaves_with_path(threefry)}
-  assert flat.keys() == ref.keys()
+  flat, ref, others = _by_path(params), _by_path(threefry), _by_path(other)
+  assert flat.keys() == ref.keys() == others.keys()
   jax.tree.map(np.testing.assert_array_equal, params, again)
   kernels = {k: v for k, v in flat.items() if k.endswith("['kernel']") and v.size >= 512}
   assert len(kernels) >= 10
   for name, w in kernels.items():
-    assert not np.array_equal(w, np.asarray(_leaf(other, name))), name
+    assert not np.array_equal(w, others[name]), name
     # The spread matches the initialiser's (each std estimate is off by ~1/sqrt(2n)).
     assert abs(w.std() / ref[name].std() - 1) < 6 / np.sqrt(w.size), name
     cols = w.reshape(-1, w.shape[-1])
@@ -171,6 +168,6 @@ def test_initial_parameters_are_independent_draws():
     assert abs(np.corrcoef(a, b)[0, 1]) < 6 / np.sqrt(a.size)
 
 
-def _leaf(tree, keystr: str):
-  return next(v for p, v in jax.tree_util.tree_leaves_with_path(tree)
-              if jax.tree_util.keystr(p) == keystr)
+def _by_path(tree) -> dict[str, np.ndarray]:
+  return {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_leaves_with_path(tree)}

@@ -15,11 +15,11 @@ router noise). The mask now takes the key's two words as its seeds, and
 ``hashed_key`` wraps a key in ``HASH_IMPL``, a PRNG implementation whose fold-in,
 split and bits are integer hashes, so that flax's ``make_rng`` costs a few fused
 integer ops; the train step gives its 'dropout' and 'router' streams such keys. That
-leaves 10 and 16 while loops, at the same step time. ``init_variables`` draws the
-initial parameters through such a key too (348 loops before, one per parameter). Compiled alternately with the
+leaves 10 and 16 while loops, at the same step time. Compiled alternately with the
 threefry keys in one process on the 2-core CPU, GNT took 20-35 s against 35-45 s and
 GNT-MoVE 34-60 s against 56-64 s (this host's compile times vary by up to 2x between
-identical runs).
+identical runs). ``init_variables`` draws the initial parameters through such a key too
+(its program had 348 loops, one per parameter).
 
 The masks are a pure function of the key, so a rematerialised backward pass sees the
 mask of its forward pass. They are not cryptographic random numbers, which dropout and
@@ -117,9 +117,9 @@ HASH_IMPL = jex_random.define_prng_impl(
 
 
 def hashed_key(key: jax.Array) -> jax.Array:
-  """A ``HASH_IMPL`` key made from the words of ``key`` (typed or raw), for a noise
-  stream ('dropout', 'router'): flax's ``make_rng`` fold-ins on it compile to fused
-  integer ops."""
+  """A ``HASH_IMPL`` key made from the words of ``key`` (typed or raw), for the noise
+  streams ('dropout', 'router') and the parameter initialisation: flax's ``make_rng``
+  fold-ins on it compile to fused integer ops."""
   return jax.random.wrap_key_data(_key_words(key), impl=HASH_IMPL)
 
 
