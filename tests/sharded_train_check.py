@@ -30,7 +30,7 @@ def config(move: bool):
   # proportional to the gradient, so parameter differences measure gradient differences.
   c.optim.eps = 1.0
   # GNT-MoVE trains its 32-ray examples in two slices, each with its own backward pass
-  # (and the consistency loss's forward pass over paired slices): vmapped over the
+  # (and its pairs' share of the consistency loss): vmapped over the
   # examples on the mesh, one example after the other on one device. (Per-example
   # feature-net gradients, vmapped over the split batch, once failed this check.)
   c.train.sub_chunk = 16 if move else 0

@@ -84,8 +84,9 @@ def _example(num_rays, pairs):
 
 
 def test_per_slice_backward_equals_the_rematerialised_gradient():
-  # GNT-MoVE (its path includes the dense one). Pairs across slices (rows 0-15, 3-9)
-  # couple the slices' consistency losses; (-1, -1) pads.
+  # GNT-MoVE (its path includes the dense one). The pairs (rows 0-15, 3-9) lie across
+  # slices as given; both paths put them side by side (pairs_side_by_side), and the
+  # per-slice path adds up its slices' consistency losses. (-1, -1) pads.
   model, params, *_ = _setup(MoEConfig(layers=(0,)))
   ex = _example(NUM_RAYS, [[0, 15], [3, 9], [-1, -1]])
   loss_cfg = ml_collections.ConfigDict(dict(
@@ -117,20 +118,28 @@ def test_per_slice_backward_equals_the_rematerialised_gradient():
   assert moved > 100 * worst, (moved, worst)
 
 
-def test_consistency_forward_runs_only_the_slices_with_pairs():
-  # A stand-in renderer: depths = ray value + 1, probs = ray value + 2 (so never zero).
-  class Pass:  # pylint: disable=too-few-public-methods
-    def __init__(self, depths):
-      self.coarse = self
-      self.depths = depths
+def test_pairs_side_by_side_moves_each_pair_onto_two_rows():
+  ex = _example(8, [[1, 6], [-1, -1], [0, 3]])
+  out = train_step.pairs_side_by_side(ex)
+  # Pairs in order (padding skipped), then the unpaired rows 2, 4, 5, 7 in order.
+  order = np.array([1, 6, 0, 3, 2, 4, 5, 7])
+  np.testing.assert_array_equal(out["pixels"], np.asarray(ex["pixels"])[order])
+  np.testing.assert_array_equal(out["rgb"], np.asarray(ex["rgb"])[order])
+  np.testing.assert_array_equal(out["pairs"], [[0, 1], [2, 3], [-1, -1]])
+  for name in ("src_images", "tgt_c2w", "near"):
+    assert out[name] is ex[name]
+  # Under jit and vmap (the train step's forms) as well.
+  both = jax.tree.map(lambda a: jnp.stack([a, a]), ex)
+  batched = jax.jit(jax.vmap(train_step.pairs_side_by_side))(both)
+  np.testing.assert_array_equal(batched["pixels"][1], out["pixels"])
+  np.testing.assert_array_equal(batched["pairs"][0], out["pairs"])
 
-  render = lambda p, f, r, k: (Pass(r + 1.0), None, r[..., None] + 2.0, None)
-  rays = jnp.arange(4 * 3 * 2, dtype=jnp.float32).reshape(4, 3, 2)  # 4 slices of 3 rays
-  pairs = jnp.asarray([[0, 10], [1, 2], [-1, -1]], jnp.int32)  # rows in slices 0 and 3
-  forward = train_step._paired_slices_forward  # pylint: disable=protected-access
-  keys = jax.random.split(jax.random.PRNGKey(0), 4)
-  depths, probs = jax.jit(lambda x: forward(render, None, None, (x, keys), pairs, 3))(rays)
-  flat = rays.reshape(12, 2)
-  ran = np.array([1, 0, 0, 1], bool).repeat(3)
-  np.testing.assert_array_equal(depths, np.where(ran[:, None], flat + 1.0, 0.0))
-  np.testing.assert_array_equal(probs[..., 0], np.where(ran[:, None], flat + 2.0, 0.0))
+
+def test_odd_slices_with_pairs_are_refused():
+  model, params, *_ = _setup(MoEConfig(layers=(0,)))
+  ex = _example(24, [[0, 23]])
+  loss_cfg = ml_collections.ConfigDict(dict(
+      coarse_weight=1.0, fine_weight=1.0, diversity_weight=0.5, consistency_weight=2.0,
+      symmetric_consistency=True))
+  with pytest.raises(ValueError, match="even number of rays; got train.sub_chunk=3 for 24"):
+    train_step.example_grads(model, params, ex, jax.random.PRNGKey(0), loss_cfg, (16, 16), 3)

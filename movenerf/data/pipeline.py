@@ -24,7 +24,7 @@ key                   shape / dtype        meaning
 ``tgt_c2w``           [4, 4] float32       target camera-to-world
 ``pixels``            [R, 2] int32         target pixels (u, v)
 ``rgb``               [R, 3] float32       target colours in [0, 1]
-``pairs``             [Q, 2] int32         rows of nearby-ray pairs, (-1, -1) = padding
+``pairs``             [Q, 2] int32         nearby-ray pairs (rows, none in two); (-1, -1) pads
 ``near``, ``far``     [] float32           depth range of the target and its sources
 ``ids``               [3] int32            (dataset, scene, target view id)
 ====================  ===================  ==========================================

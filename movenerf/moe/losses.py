@@ -73,7 +73,8 @@ def diversity_loss(route: RouterOutput, reference: bool = False
 
 def consistency_loss(probs: jnp.ndarray, points: jnp.ndarray, pairs: jnp.ndarray,
                      symmetric: bool = True, min_dist: float = 0.01, max_dist: float = 1e4,
-                     log_eps: float = 1e-9) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
+                     log_eps: float = 1e-9, num_pairs=None
+                     ) -> tuple[jnp.ndarray, dict[str, jnp.ndarray]]:
   """Geometry-aware consistency of router distributions between nearby rays.
 
   For each pair (a, b) of rays and each sample s of ray a: the nearest sample j_s of
@@ -89,6 +90,9 @@ def consistency_loss(probs: jnp.ndarray, points: jnp.ndarray, pairs: jnp.ndarray
     symmetric: 0.5 * (KL(b||a) + KL(a||b)) as the paper describes; False gives the
       released code's KL(b||a) (there ``a`` is ray i and ``b`` ray i - 1).
     log_eps: added inside logs in symmetric mode (0 in the reference form).
+    num_pairs: [] the number of pairs the mean is over (default: the valid rows of
+      ``pairs``); a slice of a batch's rays passes the batch's, so that the slices'
+      losses add up to the batch's.
 
   Returns:
     (loss, {'kl': [P, S], 'weights': [P, S]}).
@@ -110,7 +114,8 @@ def consistency_loss(probs: jnp.ndarray, points: jnp.ndarray, pairs: jnp.ndarray
   else:
     div = pb * (jnp.log(pb) - jnp.log(pa))
   kl = jnp.mean(div, axis=(0, 3))  # [P, S]
-  count = jnp.maximum(jnp.sum(valid) * kl.shape[1], 1)
+  num_pairs = jnp.sum(valid) if num_pairs is None else num_pairs
+  count = jnp.maximum(num_pairs * kl.shape[1], 1)
   loss = jnp.sum(jnp.where(valid[:, None], kl * weights, 0.0)) / count
   return loss, {"kl": kl, "weights": weights}
 

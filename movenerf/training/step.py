@@ -188,20 +188,58 @@ def _squared_errors(out, rgb) -> dict:
   return errors
 
 
-def _consistency(loss_cfg, rays, depths, probs, pairs):
-  """Router consistency loss of R rays: probs [R, L, S, E], coarse depths [R, S]."""
+def _consistency(loss_cfg, rays, depths, probs, pairs, num_pairs=None):
+  """Router consistency loss of R rays: probs [R, L, S, E], coarse depths [R, S]
+  (``num_pairs``: see ``moe.losses.consistency_loss``)."""
   points = points_along_rays(rays, depths)
   cons, _ = moe_losses.consistency_loss(jnp.moveaxis(probs, 1, 0), points, pairs,
-                                        symmetric=loss_cfg.symmetric_consistency)
+                                        symmetric=loss_cfg.symmetric_consistency,
+                                        num_pairs=num_pairs)
   return cons
+
+
+def pairs_side_by_side(ex: dict) -> dict:
+  """The example with its rays reordered so that pair ``m`` takes rows ``(2m, 2m + 1)``.
+
+  ``ex["pairs"]`` [Q, 2] must be a matching (no row in two pairs), as
+  ``data.samplers.sample_pixels_with_pairs`` draws them; (-1, -1) rows are padding. The
+  valid pairs come first, in their order, then the unpaired rays in theirs. Every loss
+  term is a sum over rays or pairs, so the loss is the same; what changes is which rays
+  share a slice of ``train.sub_chunk`` rays: with an even slice size both rays of every
+  pair are in one slice, so each slice's consistency loss needs only its own router
+  probabilities (see :func:`sliced_grads`).
+
+  Returns:
+    the example with ``pixels`` and ``rgb`` reordered and ``pairs`` [Q, 2] equal to
+    ``(2m, 2m + 1)`` for the m-th valid pair, (-1, -1) after the last.
+  """
+  pairs = ex["pairs"]
+  num_rays, num_pairs = ex["pixels"].shape[0], pairs.shape[0]
+  if num_pairs == 0:
+    return ex
+  valid = pairs[:, 0] >= 0
+  slot = jnp.cumsum(valid) - 1
+  # Sort keys: 2 * slot (+1 for the partner) for paired rows, after every slot otherwise.
+  keys = 2 * num_pairs + jnp.arange(num_rays)
+  for side in (0, 1):
+    rows = jnp.where(valid, pairs[:, side], num_rays)  # padding: out of range, dropped
+    keys = keys.at[rows].set(2 * slot + side, mode="drop")
+  order = jnp.argsort(keys)
+  slots = jnp.arange(num_pairs)[:, None]
+  side_by_side = jnp.where(slots < jnp.sum(valid), 2 * slots + jnp.arange(2), -1)
+  return {**ex, "pixels": ex["pixels"][order], "rgb": ex["rgb"][order],
+          "pairs": side_by_side.astype(pairs.dtype)}
 
 
 def example_loss(model, params, ex: dict, key: jax.Array, loss_cfg,
                  image_hw: tuple[int, int], sub_chunk: int = 0,
                  remat: bool = False) -> tuple[jnp.ndarray, dict]:
-  """Loss and metrics of one example (see the module docstring)."""
+  """Loss and metrics of one example (see the module docstring). GNT-MoVE's rays are
+  first reordered by :func:`pairs_side_by_side`, as in :func:`sliced_grads`."""
   if registry.is_decoupled(model):
     return decoupled_example_loss(model, params, ex, loss_cfg, image_hw)
+  if model.config.moe is not None:
+    ex = pairs_side_by_side(ex)
   rays, target, sources = example_views(ex, image_hw)
   out, div, probs, moe_metrics = gnt_forward(model, params, rays, target, sources,
                                              ex["near"], ex["far"], key, sub_chunk, remat)
@@ -210,34 +248,6 @@ def example_loss(model, params, ex: dict, key: jax.Array, loss_cfg,
     cons = _consistency(loss_cfg, rays, out.coarse.depths, probs, ex["pairs"])
   return _gnt_loss(loss_cfg, _squared_errors(out, ex["rgb"]), rays.num_rays, div, cons,
                    moe_metrics)
-
-
-def _paired_slices_forward(render, params, featmaps, xs, pairs, size: int):
-  """Coarse depths [R, S] and router probs [R, L, S, E] of the slices that hold a row of
-  ``pairs`` (zeros elsewhere): the inputs of the consistency loss. ``xs``: rays and keys
-  split into slices of ``size`` rays.
-
-  A ``lax.cond`` per slice skips the others at run time (under ``vmap`` both branches
-  run): with the pipeline's pairs (anchors in the first rows, partners in the last) a
-  quarter of the slices of a 512-ray example need this extra forward pass.
-  """
-  rays, keys = xs
-  count = keys.shape[0]
-  rows = jnp.where(pairs >= 0, pairs, count * size).reshape(-1)  # padding: out of range
-  needed = jnp.zeros(count, bool).at[rows // size].set(True, mode="drop")
-
-  def forward(r, k):
-    out, _, probs, _ = render(params, featmaps, r, k)
-    return out.coarse.depths, probs
-
-  def one(x):
-    r, k, need = x
-    shapes = jax.eval_shape(forward, r, k)
-    return jax.lax.cond(need, forward,
-                        lambda *_: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), shapes),
-                        r, k)
-
-  return merge_slices(jax.lax.map(one, (rays, keys, needed)))
 
 
 def example_grads(model: GNTModel, params, ex: dict, key: jax.Array, loss_cfg,
@@ -269,45 +279,52 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
   example (reference configuration, slices of 32) took 4.9-5.2 s against 6.5-6.7 s
   with remat, A/B in one process, and compiled in 26 s against 44 s.
 
-  Every loss term is a sum over slices except GNT-MoVE's consistency loss, which pairs
-  rays of different slices: with a consistency weight, a forward-only pass over the
-  slices that hold paired rays first gives their router probabilities, and the
-  consistency loss's gradient with respect to them enters each slice's backward pass as
-  a linear term.
+  Every loss term is a sum over slices: GNT-MoVE's rays are reordered by
+  :func:`pairs_side_by_side`, so that both rays of each consistency pair are in one
+  slice (slices of an even number of rays), and each slice adds its pairs' share of the
+  consistency loss (normalised by the example's number of pairs).
 
   Returns:
     ((loss, metrics), (parameter grads, feature-map grads)).
+
+  Raises:
+    ValueError: GNT-MoVE with consistency pairs in slices of an odd number of rays.
   """
+  moe = model.config.moe is not None
+  if moe:
+    ex = pairs_side_by_side(ex)
   rays, target, sources = example_views(ex, image_hw)
   num = rays.num_rays
   count = num_slices(num, sub_chunk, "train.sub_chunk")
   render = _slice_renderer(model, target, sources, ex["near"], ex["far"])
-  moe = model.config.moe is not None
   xs = (split_slices(rays, count), jax.random.split(key, count),
         split_slices(ex["rgb"], count))
-  cons = None
-  if moe and loss_cfg.consistency_weight:
-    depths, probs = _paired_slices_forward(render, params, featmaps, xs[:2], ex["pairs"],
-                                           num // count)
-    cons, probs_grad = jax.value_and_grad(
-        lambda p: _consistency(loss_cfg, rays, depths, p, ex["pairs"]))(probs)
-    xs = xs + (split_slices(probs_grad * loss_cfg.consistency_weight, count),)
-  # The router probabilities leave the scan only when the consistency loss (for its
-  # metric) is not known yet.
-  keep_probs = moe and cons is None
+  with_pairs = moe and ex["pairs"].shape[0] > 0
+  if with_pairs:
+    if count > 1 and (num // count) % 2:
+      raise ValueError(f"GNT-MoVE's consistency pairs need slices of an even number of "
+                       f"rays; got train.sub_chunk={sub_chunk} for {num} rays")
+    num_pairs = jnp.sum(ex["pairs"][:, 0] >= 0)
+    # Rows (2m, 2m + 1) are pair m for m < num_pairs: [R / 2, 2] flags, split by slice.
+    paired = jnp.arange(num // 2 * 2).reshape(-1, 2) // 2 < num_pairs
+    xs = xs + (split_slices(paired, count),)
 
-  def objective(p, f, r, k, rgb, probs_grad=None):
+  def objective(p, f, r, k, rgb, paired=None):
     out, div, probs, moe_metrics = render(p, f, r, k)
     sse = _squared_errors(out, rgb)
     value = loss_cfg.coarse_weight * sse["coarse"] / (3 * num)
     if "fine" in sse:
       value = value + loss_cfg.fine_weight * sse["fine"] / (3 * num)
+    cons = None
     if moe:
       value = value + loss_cfg.diversity_weight * div / count
-    if probs_grad is not None:
-      value = value + jnp.sum(probs_grad * probs)
-    return value, (sse, div, out.coarse.depths if keep_probs else None,
-                   probs if keep_probs else None, moe_metrics)
+      cons = jnp.zeros(())
+    if with_pairs:
+      local = jnp.where(paired, jnp.arange(paired.size).reshape(-1, 2), -1)
+      cons = _consistency(loss_cfg, r, out.coarse.depths, probs, local, num_pairs)
+      if loss_cfg.consistency_weight:
+        value = value + loss_cfg.consistency_weight * cons
+    return value, (sse, div, cons, moe_metrics)
 
   def body(acc, x):
     (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
@@ -315,11 +332,9 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
     return jax.tree.map(jnp.add, acc, grads), aux
 
   zeros = jax.tree.map(jnp.zeros_like, (params, featmaps))
-  grads, (sse, div, depths, probs, moe_metrics) = jax.lax.scan(body, zeros, xs)
-  if keep_probs:
-    cons = _consistency(loss_cfg, rays, merge_slices(depths), merge_slices(probs),
-                        ex["pairs"])
+  grads, (sse, div, cons, moe_metrics) = jax.lax.scan(body, zeros, xs)
   sse = jax.tree.map(jnp.sum, sse)
+  cons = None if cons is None else jnp.sum(cons)
   return _gnt_loss(loss_cfg, sse, num, jnp.mean(div), cons,
                    jax.tree.map(jnp.mean, moe_metrics)), grads
 
