@@ -19,8 +19,13 @@ def test_bench_json_figures_are_consistent(tmp_path, capsys):
   assert "training" in text and "device peak" in text and "GNT-MoVE costs" in text
   for key in ("infer_rays_per_s", "train_rays_per_s", "train_step_s_median",
               "peak_gflops_per_s", "flops_per_ray", "peak_host_rss_mb", "compile_s",
-              "train_compile_s", "infer_first_step_s", "train_first_step_s"):
+              "train_compile_s", "infer_first_step_s", "train_first_step_s",
+              "encode_s_median"):
     assert r[key] > 0, key
+  # Two programs compiled at a time: the run's compilations took at least the longest.
+  assert r["compile_workers"] == 2
+  for model in (r, r["move"]):
+    assert model["case_compile_wall_s"] >= max(model["compile_s"], model["train_compile_s"])
   assert r["model"] == "GNT" and r["move"]["model"] == "GNT-MoVE"
   assert r["train_rays_per_s"] == pytest.approx(32 / r["train_step_s_median"])
   assert r["infer_rays_per_s"] == pytest.approx(32 / r["infer_step_s_median"])

@@ -23,6 +23,10 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 * peak host memory (max RSS of the process) and peak device memory where the backend
   reports it.
 
+The programs (initialisations, renders, train steps) are compiled two at a time in
+threads (``--compile-workers``) before anything else is timed, so each compile time is
+measured beside another compilation; ``case_compile_wall_s`` is the wall time of them all.
+
 ``--suite`` runs every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved
 in it (so the peak memory of a row is its case's, shared by the two models; 2048-ray
 cases time one render and one train step per model, each after its warm-up run), and
@@ -32,7 +36,9 @@ prints one table.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -91,6 +97,15 @@ class Prepared:
   figures: dict
   times: list = dataclasses.field(default_factory=list)
   hlo_text: Callable[[], str] | None = None  # the optimised program (for profiles)
+  # The timed runs that must not share the CPU with a compilation (warm-up, feature net),
+  # run by ``start``; ``prepare(..., start=False)`` leaves them for later.
+  first_runs: Callable[["Prepared"], None] | None = None
+
+  def start(self) -> "Prepared":
+    if self.first_runs is not None:
+      self.first_runs(self)
+      self.first_runs = None
+    return self
 
   def time_once(self) -> float:
     start = time.perf_counter()
@@ -116,9 +131,11 @@ class Prepared:
 
 
 def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int = 512,
-            sub_chunk: int | None = None, repeats: int = 5, variables=None) -> Prepared:
-  """Builds, compiles and warms up rendering one chunk of rays (``variables``: the
-  model's, default a fresh initialisation)."""
+            sub_chunk: int | None = None, repeats: int = 5, variables=None,
+            start: bool = True) -> Prepared:
+  """Builds, compiles and (with ``start``) warms up rendering one chunk of rays and times
+  ``repeats`` runs of the feature net (``variables``: the model's, default a fresh
+  initialisation). Without ``start``, ``Prepared.start`` does the timed runs later."""
   target, sources, near, far = _scene(num_views, size)
   model = GNTModel(config)
   if variables is None:
@@ -126,26 +143,30 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
   rays = image_rays(target)
   rays = rays[np.arange(chunk) % rays.num_rays]
 
-  start = time.perf_counter()
+  begin = time.perf_counter()
   featmaps = jax.block_until_ready(encode_sources(model, variables, sources.images))
-  encode_compile = time.perf_counter() - start
-  encode_times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(encode_sources(model, variables, sources.images))
-    encode_times.append(time.perf_counter() - start)
+  encode_compile = time.perf_counter() - begin
 
   if sub_chunk is None:
     sub_chunk = default_sub_chunk()
   args = (model, variables, rays, target, sources, featmaps, near, far, sub_chunk)
-  start = time.perf_counter()
+  begin = time.perf_counter()
   compiled = render_chunk.lower(*args).compile()
-  compile_s = time.perf_counter() - start
+  compile_s = time.perf_counter() - begin
   # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped program,
   # as lowered (compiling it as well took 3-10 s per case).
   flops = _flops(render_chunk.lower(*args[:-1], 0))
-  prepared = Prepared(lambda: compiled(*args[1:-1]), {}, hlo_text=compiled.as_text)
-  first = prepared.warm_up()
+  def first_runs(prepared: Prepared):
+    encode_times = []
+    for _ in range(repeats):
+      begin = time.perf_counter()
+      jax.block_until_ready(encode_sources(model, variables, sources.images))
+      encode_times.append(time.perf_counter() - begin)
+    prepared.figures.update(encode_s_median=statistics.median(encode_times),
+                            infer_first_step_s=prepared.warm_up())
+
+  prepared = Prepared(lambda: compiled(*args[1:-1]), {}, hlo_text=compiled.as_text,
+                      first_runs=first_runs)
   prepared.figures.update({
       "model": "GNT-MoVE" if config.moe else "GNT",
       "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
@@ -153,11 +174,10 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
       "dtype": config.dtype, "depth": config.depth, "width": config.width,
       "num_views": num_views, "image_size": size, "num_samples": config.num_samples,
       "num_importance": config.num_importance, "chunk": chunk, "sub_chunk": sub_chunk,
-      "compile_s": compile_s, "encode_s_median": statistics.median(encode_times),
-      "encode_compile_s": encode_compile, "flops_per_ray": flops / chunk,
-      "infer_first_step_s": first,
+      "compile_s": compile_s, "encode_compile_s": encode_compile,
+      "flops_per_ray": flops / chunk,
   })
-  return prepared
+  return prepared.start() if start else prepared
 
 
 def peak_matmul_flops(dtype: str = "float32", repeats: int = 5) -> float:
@@ -194,9 +214,10 @@ def _train_batch(num_views: int, size: int, rays: int) -> dict:
 
 def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: int = 512,
                   sub_chunk: int | None = None, remat: bool = False,
-                  params=None) -> Prepared:
-  """Builds, compiles and warms up the full train step on one example of ``rays`` rays
-  (``params``: the starting parameters, default a fresh initialisation)."""
+                  params=None, start: bool = True) -> Prepared:
+  """Builds, compiles and (with ``start``) warms up the full train step on one example
+  of ``rays`` rays (``params``: the starting parameters, default a fresh
+  initialisation)."""
   model = GNTModel(config)
   if params is None:
     params = init_variables(model, jax.random.PRNGKey(0))["params"]
@@ -215,20 +236,22 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
     step_fn = train_step.make_train_step(model, tx, loss_cfg, (size, size), mesh, shardings,
                                          sub_chunk=sub_chunk, remat=remat)
     batch = pipeline.to_device_batch(_train_batch(num_views, size, rays), mesh)
-    start = time.perf_counter()
+    begin = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
-    compile_s = time.perf_counter() - start
+    compile_s = time.perf_counter() - begin
   holder = {"state": state}
 
   def run():
     holder["state"], metrics = compiled(holder["state"], batch)
     return metrics
 
+  def first_runs(prepared: Prepared):
+    prepared.figures["train_first_step_s"] = prepared.warm_up()
+
   prepared = Prepared(run, {"train_rays": rays, "train_sub_chunk": sub_chunk,
                             "train_remat": remat, "train_compile_s": compile_s},
-                      hlo_text=compiled.as_text)
-  prepared.figures["train_first_step_s"] = prepared.warm_up()
-  return prepared
+                      hlo_text=compiled.as_text, first_runs=first_runs)
+  return prepared.start() if start else prepared
 
 
 def default_train_sub_chunk() -> int:
@@ -239,26 +262,42 @@ def default_train_sub_chunk() -> int:
 def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64,
               rays: int = 512, repeats: int = 5, sub_chunk: int | None = None,
               train: bool = True, train_sub_chunk: int | None = None,
-              remat: bool = False, train_repeats: int | None = None) -> dict[str, dict]:
+              remat: bool = False, train_repeats: int | None = None,
+              compile_workers: int = 2) -> dict[str, dict]:
   """Times inference (and training) of each named config; returns name -> figures.
 
   ``repeats`` timed inference runs and ``train_repeats`` (default ``repeats``) timed
   train steps per model, each after a warm-up run.
 
-  The timed runs of the models are interleaved, so that slow drifts of a shared machine
-  hit them alike. Every config must have the same dtype (one peak measurement).
+  The programs are compiled ``compile_workers`` at a time, in threads: one thread's
+  Python tracing and XLA's single-threaded passes then run beside another's parallel
+  code generation. Nothing is timed while compiling, apart from the compilations. The
+  timed runs of the models are interleaved, so that slow drifts of a shared machine hit
+  them alike. Every config must have the same dtype (one peak measurement).
   """
   dtypes = {c.dtype for c in configs.values()}
   if len(dtypes) != 1:
     raise ValueError(f"configs of different dtypes {sorted(dtypes)}: benchmark them apart")
   peak = peak_matmul_flops(dtypes.pop())
-  # One initialisation per model (compiling it takes ~20 s on the 2-core CPU).
-  variables = {n: init_variables(GNTModel(c), jax.random.PRNGKey(0)) for n, c in configs.items()}
-  prepared = {n: prepare(c, num_views, size, rays, sub_chunk, repeats, variables[n])
+  begin = time.perf_counter()
+  with concurrent.futures.ThreadPoolExecutor(compile_workers) as pool:
+    # One initialisation per model (compiling it takes 8-13 s on the 2-core CPU).
+    variables = dict(zip(configs, pool.map(
+        lambda c: init_variables(GNTModel(c), jax.random.PRNGKey(0)), configs.values())))
+    builds = {("infer", n): functools.partial(prepare, c, num_views, size, rays, sub_chunk,
+                                              repeats, variables[n], start=False)
               for n, c in configs.items()}
-  trainers = {n: prepare_train(c, num_views, size, rays, train_sub_chunk, remat,
-                               variables[n]["params"])
-              if train else None for n, c in configs.items()}
+    if train:
+      builds.update({("train", n): functools.partial(
+          prepare_train, c, num_views, size, rays, train_sub_chunk, remat,
+          variables[n]["params"], start=False) for n, c in configs.items()})
+    built = dict(zip(builds, pool.map(lambda build: build(), builds.values())))
+  compile_wall = time.perf_counter() - begin
+  for p in built.values():
+    p.start()
+    p.figures.update(compile_workers=compile_workers, case_compile_wall_s=compile_wall)
+  prepared = {n: built["infer", n] for n in configs}
+  trainers = {n: built.get(("train", n)) for n in configs}
   train_repeats = repeats if train_repeats is None else train_repeats
   for _ in range(max(repeats, train_repeats)):
     for n in configs:
@@ -305,7 +344,9 @@ def format_table(r: dict) -> str:
       ("chunk (rays)", f"{r['chunk']} (inner sub-chunks of {r['sub_chunk'] or r['chunk']})"),
       ("inference", f"{r['infer_rays_per_s']:,.0f} rays/s (median of {r['repeats']}; "
                     f"step {r['infer_step_s_median'] * 1e3:,.1f} ms)"),
-      ("compile", f"{r['compile_s']:.1f} s (feature net {r['encode_compile_s']:.1f} s)"),
+      ("compile", f"{r['compile_s']:.1f} s (feature net {r['encode_compile_s']:.1f} s); "
+                  f"{r['compile_workers']} at a time, every program of the run "
+                  f"{r['case_compile_wall_s']:.0f} s"),
       ("feature net", f"{r['encode_s_median'] * 1e3:,.1f} ms per set of source views"),
   ]
   if "train_rays_per_s" in r:
@@ -367,7 +408,8 @@ def _run_suite(args) -> dict:
         train_repeats = args.train_repeats or repeats
         cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", "both",
                "--dtype", dtype, "--rays", str(rays), "--json", out,
-               "--repeats", str(repeats), "--train-repeats", str(train_repeats)]
+               "--repeats", str(repeats), "--train-repeats", str(train_repeats),
+               "--compile-workers", str(args.compile_workers)]
         print(f"== GNT and GNT-MoVE, {dtype}, {rays} rays ==", flush=True)
         subprocess.run(cmd, check=True, env=env)
         with open(out) as f:
@@ -402,6 +444,8 @@ def main(argv=None) -> int:
   parser.add_argument("--train-repeats", type=int, default=None,
                       help="timed train steps (default: --repeats; in --suite, 1 at 2048 "
                            "rays)")
+  parser.add_argument("--compile-workers", type=int, default=2,
+                      help="programs compiled at a time, in threads (1: one after the other)")
   parser.add_argument("--views", type=int, default=10)
   parser.add_argument("--size", type=int, default=64)
   parser.add_argument("--samples", type=int, default=64)
@@ -442,7 +486,7 @@ def _run_models(args) -> dict:
         config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
   results = benchmark(configs, args.views, args.size, args.rays, args.repeats,
                       args.sub_chunk, not args.no_train, args.train_sub_chunk,
-                      args.remat, args.train_repeats)
+                      args.remat, args.train_repeats, args.compile_workers)
   titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
   for name, r in results.items():
     print(f"== {titles[name]} ==\n" + format_table(r))
