@@ -22,6 +22,8 @@ def test_bench_json_figures_are_consistent(tmp_path, capsys):
               "train_compile_s", "infer_first_step_s", "train_first_step_s",
               "encode_s_median"):
     assert r[key] > 0, key
+  # The running peak leaves out the compilations' memory, the other figure keeps it.
+  assert 0 < r["peak_host_rss_mb"] <= r["peak_host_rss_with_compile_mb"]
   # Two programs compiled at a time: the run's compilations took at least the longest.
   assert r["compile_workers"] == 2
   for model in (r, r["move"]):

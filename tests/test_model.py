@@ -135,6 +135,16 @@ def test_wrong_width_heads_raise():
     model.init(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
 
 
+def test_initial_parameters_do_not_depend_on_the_compute_dtype():
+  config = GNTConfig(depth=1, width=16, num_heads=2, feature_width=8, num_samples=8)
+  bf16 = dataclasses.replace(config, dtype="bfloat16", feature_dtype="bfloat16")
+  a, b = (init_variables(GNTModel(c), jax.random.PRNGKey(1)) for c in (config, bf16))
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.dtype == y.dtype == jnp.float32
+    np.testing.assert_array_equal(x, y)
+
+
 def test_initial_parameters_are_independent_draws():
   """init_variables draws through a hashed key (no threefry loops to compile): the
   parameters are a function of the key, each kernel has the spread of the threefry
