@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import ctypes
 import dataclasses
 import functools
 import json
@@ -98,6 +99,12 @@ def _reset_peak_rss() -> bool:
   False where it cannot), so that the peak of the runs after it leaves out the memory
   that compiling took."""
   _COMPILE_PEAK_MB[0] = _max_rss_mb()
+  try:
+    # The memory that compiling freed stays in the C allocator's heap, resident, unless
+    # given back to the system first.
+    ctypes.CDLL("libc.so.6").malloc_trim(0)
+  except (OSError, AttributeError):
+    pass
   try:
     with open("/proc/self/clear_refs", "w") as f:
       f.write("5")
