@@ -60,17 +60,21 @@ class TrainState:
   skipped: jnp.ndarray
 
 
+def source_views(ex: dict, image_hw: tuple[int, int]) -> SourceViews:
+  """One example's source images (in [0, 1]) and cameras; ``image_hw``: their static size."""
+  h, w = image_hw
+  return SourceViews(ex["src_images"].astype(jnp.float32) / 255.0,
+                     Cameras(ex["src_intrinsics"], ex["src_c2w"], h, w))
+
+
 def example_views(ex: dict, image_hw: tuple[int, int]):
   """One example's arrays -> (rays, target camera, source views).
 
   ``image_hw`` is the static source image size; the target camera gets it too (only its
   matrices are used to cast the rays).
   """
-  h, w = image_hw
-  target = Cameras(ex["tgt_intrinsics"], ex["tgt_c2w"], h, w)
-  sources = SourceViews(ex["src_images"].astype(jnp.float32) / 255.0,
-                        Cameras(ex["src_intrinsics"], ex["src_c2w"], h, w))
-  return pixel_rays(target, ex["pixels"]), target, sources
+  target = Cameras(ex["tgt_intrinsics"], ex["tgt_c2w"], *image_hw)
+  return pixel_rays(target, ex["pixels"]), target, source_views(ex, image_hw)
 
 
 def decoupled_example_loss(model: DecoupledNeRF, params, ex: dict, loss_cfg,
@@ -260,7 +264,7 @@ def example_grads(model: GNTModel, params, ex: dict, key: jax.Array, loss_cfg,
   Returns:
     ((loss, metrics), grads), as ``jax.value_and_grad(example_loss, has_aux=True)``.
   """
-  sources = example_views(ex, image_hw)[2]
+  sources = source_views(ex, image_hw)
   featmaps, encode_vjp = jax.vjp(lambda p: _encode(model, p, sources), params)
   value, (grads, featmap_grads) = sliced_grads(model, params, featmaps, ex, key, loss_cfg,
                                                image_hw, sub_chunk)
@@ -377,8 +381,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
     # over devices, came out wrong (the last convolution's kernel gradient off by ~100%
     # on an 8-device CPU mesh; checked by tests/sharded_train_check.py).
     def encode(params):
-      return over_examples(lambda ex, k: _encode(model, params,
-                                                 example_views(ex, image_hw)[2]))
+      return over_examples(lambda ex, k: _encode(model, params, source_views(ex, image_hw)))
 
     featmaps, encode_vjp = jax.vjp(encode, state.params)
     value, (grads, featmap_grads) = over_examples(
