@@ -83,15 +83,19 @@ def _example(num_rays, pairs):
   return ex
 
 
+def _loss_cfg():
+  return ml_collections.ConfigDict(dict(
+      coarse_weight=1.0, fine_weight=1.0, diversity_weight=0.5, consistency_weight=2.0,
+      symmetric_consistency=True))
+
+
 def test_per_slice_backward_equals_the_rematerialised_gradient():
   # GNT-MoVE (its path includes the dense one). The pairs (rows 0-15, 3-9) lie across
   # slices as given; both paths put them side by side (pairs_side_by_side), and the
   # per-slice path adds up its slices' consistency losses. (-1, -1) pads.
   model, params, *_ = _setup(MoEConfig(layers=(0,)))
   ex = _example(NUM_RAYS, [[0, 15], [3, 9], [-1, -1]])
-  loss_cfg = ml_collections.ConfigDict(dict(
-      coarse_weight=1.0, fine_weight=1.0, diversity_weight=0.5, consistency_weight=2.0,
-      symmetric_consistency=True))
+  loss_cfg = _loss_cfg()
   key = jax.random.PRNGKey(5)
   quarter = NUM_RAYS // 4
   (loss, metrics), grads = jax.jit(lambda p: train_step.example_grads(
@@ -138,8 +142,6 @@ def test_pairs_side_by_side_moves_each_pair_onto_two_rows():
 def test_odd_slices_with_pairs_are_refused():
   model, params, *_ = _setup(MoEConfig(layers=(0,)))
   ex = _example(24, [[0, 23]])
-  loss_cfg = ml_collections.ConfigDict(dict(
-      coarse_weight=1.0, fine_weight=1.0, diversity_weight=0.5, consistency_weight=2.0,
-      symmetric_consistency=True))
+  loss_cfg = _loss_cfg()
   with pytest.raises(ValueError, match="even number of rays; got train.sub_chunk=3 for 24"):
     train_step.example_grads(model, params, ex, jax.random.PRNGKey(0), loss_cfg, (16, 16), 3)

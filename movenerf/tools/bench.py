@@ -85,20 +85,20 @@ def _flops(compiled) -> float:
   return float((cost or {}).get("flops", float("nan")))
 
 
-_COMPILE_PEAK_MB = [0.0]  # max RSS before the last reset of the peak mark
-
-
 def _max_rss_mb() -> float:
-  """The process's largest resident set so far (compilations included), MiB."""
-  # The kernel's reset of the peak mark resets ru_maxrss as well: keep the earlier peak.
-  return max(_COMPILE_PEAK_MB[0], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+  """The process's largest resident set (``ru_maxrss``), MiB; ``_reset_peak_rss`` can
+  clear it."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _reset_peak_rss() -> bool:
-  """Restarts the kernel's peak-RSS mark of this process from its current RSS (Linux;
-  False where it cannot), so that the peak of the runs after it leaves out the memory
-  that compiling took."""
-  _COMPILE_PEAK_MB[0] = _max_rss_mb()
+def _reset_peak_rss() -> float:
+  """Restarts the kernel's peak-RSS mark of this process from its current RSS (Linux),
+  so that the peak of the runs after it leaves out the memory that compiling took.
+
+  Returns:
+    the peak RSS before the reset, MiB (the reset can clear ``ru_maxrss`` as well).
+  """
+  before = _max_rss_mb()
   try:
     # The memory that compiling freed stays in the C allocator's heap, resident, unless
     # given back to the system first.
@@ -108,9 +108,9 @@ def _reset_peak_rss() -> bool:
   try:
     with open("/proc/self/clear_refs", "w") as f:
       f.write("5")
-    return True
   except OSError:
-    return False
+    pass
+  return before
 
 
 def _peak_rss_mb() -> float:
@@ -197,6 +197,7 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
   # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped program,
   # as lowered (compiling it as well took 3-10 s per case).
   flops = _flops(render_chunk.lower(*args[:-1], 0))
+
   def first_runs(prepared: Prepared):
     encode_times = []
     for _ in range(repeats):
@@ -334,7 +335,7 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
           variables[n]["params"], start=False) for n, c in configs.items()})
     built = dict(zip(builds, pool.map(lambda build: build(), builds.values())))
   compile_wall = time.perf_counter() - begin
-  _reset_peak_rss()
+  compile_peak_mb = _reset_peak_rss()
   for p in built.values():
     p.start()
     p.figures.update(compile_workers=compile_workers, case_compile_wall_s=compile_wall)
@@ -347,10 +348,11 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
         prepared[n].time_once()
       if trainers[n] is not None and len(trainers[n].times) < train_repeats:
         trainers[n].time_once()
-  return {n: _combine(prepared[n], trainers[n], peak) for n in configs}
+  return {n: _combine(prepared[n], trainers[n], peak, compile_peak_mb) for n in configs}
 
 
-def _combine(prepared: Prepared, trainer: Prepared | None, peak: float) -> dict:
+def _combine(prepared: Prepared, trainer: Prepared | None, peak: float,
+             compile_peak_mb: float) -> dict:
   r = prepared.result()
   r["peak_gflops_per_s"] = peak / 1e9
   r["infer_fraction_of_peak"] = r["achieved_gflops_per_s"] * 1e9 / peak
@@ -364,7 +366,7 @@ def _combine(prepared: Prepared, trainer: Prepared | None, peak: float) -> dict:
     r["train_gflops_per_s"] = 3 * r["flops_per_ray"] * rays / median / 1e9
     r["train_fraction_of_peak"] = r["train_gflops_per_s"] * 1e9 / peak
   r["peak_host_rss_mb"] = _peak_rss_mb()
-  r["peak_host_rss_with_compile_mb"] = _max_rss_mb()
+  r["peak_host_rss_with_compile_mb"] = max(compile_peak_mb, _max_rss_mb())
   r["peak_device_bytes"] = _device_peak_bytes()
   return r
 
