@@ -136,7 +136,7 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     train_data.make_source("x", {"format": "generated", "options": {"num_scene": 1}})
 
 
-def _one_device_setup(move=False):
+def _one_device_setup(move=False, sub_chunk=0):
   c = small_config(move)
   model = train_main.build_model(c)
   mesh = sharding.make_mesh()
@@ -147,12 +147,15 @@ def _one_device_setup(move=False):
   maker = pipeline.ExampleMaker(sources, weights,
                                 pipeline.ExampleSpec.from_config(c.data.example.to_dict()))
   batch = pipeline.train_dataset(maker, 2)[0]
-  fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings)
+  fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
+                                  sub_chunk=sub_chunk)
   return mesh, state, batch, fn
 
 
-def test_non_finite_gradients_are_skipped():
-  mesh, state, batch, fn = _one_device_setup()
+# sub_chunk 8: the host loop over slices (training.slice_loop) on this one CPU device.
+@pytest.mark.parametrize("sub_chunk", [0, 8])
+def test_non_finite_gradients_are_skipped(sub_chunk):
+  mesh, state, batch, fn = _one_device_setup(sub_chunk=sub_chunk)
   before = jax.device_get(state.params)
   bad = dict(batch, rgb=np.full_like(batch["rgb"], np.nan))
   with jax.set_mesh(mesh):

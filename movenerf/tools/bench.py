@@ -15,7 +15,8 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
   timed apart: ``train_first_step_s``) of the full train step (forward, backward, Adam
   update) on one example of ``--rays`` rays, and its compile time; on CPU the rays go
   through in slices of 32, each slice's backward pass right after its forward pass
-  (``train.sub_chunk``);
+  (``train.sub_chunk``), looped on the host over one compiled program of 16 slices
+  (``--train-loop``, :mod:`movenerf.training.slice_loop`);
 * model FLOPs per ray (XLA's cost analysis of the program as written, before its
   optimisations; the optimised program counts 0.15% more at the reference
   configuration) and the achieved FLOP/s against the device's
@@ -66,6 +67,7 @@ from movenerf.moe.config import MoEConfig
 from movenerf.rays import image_rays
 from movenerf.render import default_sub_chunk, encode_sources, render_chunk
 from movenerf.training import optim
+from movenerf.training import slice_loop
 from movenerf.training import step as train_step
 
 
@@ -256,10 +258,10 @@ def _train_batch(num_views: int, size: int, rays: int) -> dict:
 
 def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: int = 512,
                   sub_chunk: int | None = None, remat: bool = False,
-                  params=None, start: bool = True) -> Prepared:
+                  params=None, start: bool = True, host_loop: bool | None = None) -> Prepared:
   """Builds, compiles and (with ``start``) warms up the full train step on one example
   of ``rays`` rays (``params``: the starting parameters, default a fresh
-  initialisation)."""
+  initialisation; ``host_loop``: see ``training.step.make_train_step``)."""
   model = GNTModel(config)
   if params is None:
     params = init_variables(model, jax.random.PRNGKey(0))["params"]
@@ -276,7 +278,7 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
   with jax.set_mesh(mesh):
     state, shardings = train_step.create_state(params, tx, 0, mesh)
     step_fn = train_step.make_train_step(model, tx, loss_cfg, (size, size), mesh, shardings,
-                                         sub_chunk=sub_chunk, remat=remat)
+                                         sub_chunk=sub_chunk, remat=remat, host_loop=host_loop)
     batch = pipeline.to_device_batch(_train_batch(num_views, size, rays), mesh)
     begin = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
@@ -291,7 +293,8 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
     prepared.figures["train_first_step_s"] = prepared.warm_up()
 
   prepared = Prepared(run, {"train_rays": rays, "train_sub_chunk": sub_chunk,
-                            "train_remat": remat, "train_compile_s": compile_s},
+                            "train_remat": remat, "train_compile_s": compile_s,
+                            "train_host_loop": isinstance(step_fn, slice_loop.SliceLoopStep)},
                       hlo_text=compiled.as_text, first_runs=first_runs)
   return prepared.start() if start else prepared
 
@@ -305,7 +308,7 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
               rays: int = 512, repeats: int = 5, sub_chunk: int | None = None,
               train: bool = True, train_sub_chunk: int | None = None,
               remat: bool = False, train_repeats: int | None = None,
-              compile_workers: int = 2) -> dict[str, dict]:
+              compile_workers: int = 2, host_loop: bool | None = None) -> dict[str, dict]:
   """Times inference (and training) of each named config; returns name -> figures.
 
   ``repeats`` timed inference runs and ``train_repeats`` (default ``repeats``) timed
@@ -332,7 +335,8 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
     if train:
       builds.update({("train", n): functools.partial(
           prepare_train, c, num_views, size, rays, train_sub_chunk, remat,
-          variables[n]["params"], start=False) for n, c in configs.items()})
+          variables[n]["params"], start=False, host_loop=host_loop)
+          for n, c in configs.items()})
     built = dict(zip(builds, pool.map(lambda build: build(), builds.values())))
   compile_wall = time.perf_counter() - begin
   compile_peak_mb = _reset_peak_rss()
@@ -375,7 +379,8 @@ def _slice_mode(r: dict) -> str:
   if not r["train_sub_chunk"] or r["train_sub_chunk"] >= r["train_rays"]:
     return "one pass" + (", remat" if r["train_remat"] else "")
   return (f"slices of {r['train_sub_chunk']}, "
-          + ("remat" if r["train_remat"] else "backward per slice"))
+          + ("remat" if r["train_remat"] else "backward per slice")
+          + (", host loop" if r.get("train_host_loop") else ""))
 
 
 def format_table(r: dict) -> str:
@@ -441,10 +446,12 @@ def _run_suite(args) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     # The cases share one persistent compilation cache, for the programs that are the
     # same in every case of a dtype and take long to compile: the models' parameter
-    # initialisations (8-13 s each on the 2-core CPU). The cache lives as long as this
-    # suite, so every figure of compile time is a real compilation.
+    # initialisations (8-13 s each on the 2-core CPU) and, with the host loop over slice
+    # groups (training.slice_loop), the train step's programs but ``prepare``: the
+    # 2048-ray cases compile their train steps from the 512-ray cases' programs. The
+    # cache lives as long as this suite: no figure comes from an earlier run.
     env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=os.path.join(tmp, "jax_cache"),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="5")
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="1")
     for rays in (512, 2048):
       for dtype in ("float32", "bfloat16"):
         out = os.path.join(tmp, f"case_{dtype}_{rays}.json")
@@ -455,7 +462,8 @@ def _run_suite(args) -> dict:
         cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", "both",
                "--dtype", dtype, "--rays", str(rays), "--json", out,
                "--repeats", str(repeats), "--train-repeats", str(train_repeats),
-               "--compile-workers", str(args.compile_workers)]
+               "--compile-workers", str(args.compile_workers),
+               "--train-loop", args.train_loop]
         print(f"== GNT and GNT-MoVE, {dtype}, {rays} rays ==", flush=True)
         subprocess.run(cmd, check=True, env=env)
         with open(out) as f:
@@ -484,6 +492,10 @@ def main(argv=None) -> int:
   parser.add_argument("--remat", action="store_true",
                       help="rematerialise each training slice in one backward pass (default: "
                            "each slice's backward pass right after its forward pass)")
+  parser.add_argument("--train-loop", default="auto", choices=["auto", "host", "jit"],
+                      help="per-slice backward passes looped on the host over one compiled "
+                           "program of slice groups (auto: on one CPU device) or inside one "
+                           "jitted step")
   parser.add_argument("--no-train", action="store_true", help="inference only")
   parser.add_argument("--repeats", type=int, default=5,
                       help="timed inference runs (in --suite, 1 at 2048 rays)")
@@ -532,7 +544,8 @@ def _run_models(args) -> dict:
         config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
   results = benchmark(configs, args.views, args.size, args.rays, args.repeats,
                       args.sub_chunk, not args.no_train, args.train_sub_chunk,
-                      args.remat, args.train_repeats, args.compile_workers)
+                      args.remat, args.train_repeats, args.compile_workers,
+                      {"auto": None, "host": True, "jit": False}[args.train_loop])
   titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
   for name, r in results.items():
     print(f"== {titles[name]} ==\n" + format_table(r))

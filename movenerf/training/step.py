@@ -133,7 +133,8 @@ def _slice_renderer(model: GNTModel, target, sources, near, far) -> Callable:
   return render
 
 
-def _encode(model: GNTModel, params, sources: SourceViews):
+def encode_features(model: GNTModel, params, sources: SourceViews):
+  """(coarse, fine) feature maps [N, H/4, W/4, D] of ``sources.images`` [N, H, W, 3]."""
   return model.apply({"params": params}, sources.images, method=GNTModel.encode)
 
 
@@ -155,7 +156,7 @@ def gnt_forward(model: GNTModel, params, rays, target, sources, near, far, key: 
     MoE metrics dict).
   """
   count = num_slices(rays.num_rays, sub_chunk, "train.sub_chunk")
-  featmaps = _encode(model, params, sources)
+  featmaps = encode_features(model, params, sources)
   render = _slice_renderer(model, target, sources, near, far)
   fn = lambda r, k: render(params, featmaps, r, k)
   fn = jax.checkpoint(fn) if remat else fn
@@ -265,7 +266,7 @@ def example_grads(model: GNTModel, params, ex: dict, key: jax.Array, loss_cfg,
     ((loss, metrics), grads), as ``jax.value_and_grad(example_loss, has_aux=True)``.
   """
   sources = source_views(ex, image_hw)
-  featmaps, encode_vjp = jax.vjp(lambda p: _encode(model, p, sources), params)
+  featmaps, encode_vjp = jax.vjp(lambda p: encode_features(model, p, sources), params)
   value, (grads, featmap_grads) = sliced_grads(model, params, featmaps, ex, key, loss_cfg,
                                                image_hw, sub_chunk)
   return value, jax.tree.map(jnp.add, grads, encode_vjp(featmap_grads)[0])
@@ -294,24 +295,64 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
   Raises:
     ValueError: GNT-MoVE with consistency pairs in slices of an odd number of rays.
   """
+  views, x, scales = slice_inputs(model, ex, key, image_hw, sub_chunk)
+  objective = slice_objective(model, views, loss_cfg, *scales)
+
+  def body(acc, xs):
+    (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
+        params, featmaps, *xs)
+    return jax.tree.map(jnp.add, acc, grads), aux
+
+  zeros = jax.tree.map(jnp.zeros_like, (params, featmaps))
+  grads, aux = jax.lax.scan(body, zeros, x)
+  return slices_loss(loss_cfg, jax.tree.map(lambda a: jnp.sum(a, axis=0), aux), scales), grads
+
+
+def slice_inputs(model: GNTModel, ex: dict, key: jax.Array, image_hw: tuple[int, int],
+                 sub_chunk: int):
+  """What :func:`slice_objective` needs to take one example in slices of ``sub_chunk``.
+
+  Returns:
+    (views, per-slice inputs, scales): views ``(target camera, source views, near,
+    far)``; the inputs (rays, key, target rgb [, pair flags [n / 2, 2]]) with a leading
+    [count] axis; scales ``(num rays, count, num pairs)``, the pair count None without
+    consistency pairs.
+
+  Raises:
+    ValueError: GNT-MoVE with consistency pairs in slices of an odd number of rays.
+  """
   moe = model.config.moe is not None
   if moe:
     ex = pairs_side_by_side(ex)
   rays, target, sources = example_views(ex, image_hw)
   num = rays.num_rays
   count = num_slices(num, sub_chunk, "train.sub_chunk")
-  render = _slice_renderer(model, target, sources, ex["near"], ex["far"])
+  views = (target, sources, ex["near"], ex["far"])
   xs = (split_slices(rays, count), jax.random.split(key, count),
         split_slices(ex["rgb"], count))
-  with_pairs = moe and ex["pairs"].shape[0] > 0
-  if with_pairs:
-    if count > 1 and (num // count) % 2:
-      raise ValueError(f"GNT-MoVE's consistency pairs need slices of an even number of "
-                       f"rays; got train.sub_chunk={sub_chunk} for {num} rays")
-    num_pairs = jnp.sum(ex["pairs"][:, 0] >= 0)
-    # Rows (2m, 2m + 1) are pair m for m < num_pairs: [R / 2, 2] flags, split by slice.
-    paired = jnp.arange(num // 2 * 2).reshape(-1, 2) // 2 < num_pairs
-    xs = xs + (split_slices(paired, count),)
+  if not (moe and ex["pairs"].shape[0] > 0):
+    return views, xs, (num, count, None)
+  if count > 1 and (num // count) % 2:
+    raise ValueError(f"GNT-MoVE's consistency pairs need slices of an even number of "
+                     f"rays; got train.sub_chunk={sub_chunk} for {num} rays")
+  num_pairs = jnp.sum(ex["pairs"][:, 0] >= 0)
+  # Rows (2m, 2m + 1) are pair m for m < num_pairs: [R / 2, 2] flags, split by slice.
+  paired = jnp.arange(num // 2 * 2).reshape(-1, 2) // 2 < num_pairs
+  return views, xs + (split_slices(paired, count),), (num, count, num_pairs)
+
+
+def slice_objective(model: GNTModel, views, loss_cfg, num, count,
+                    num_pairs=None) -> Callable:
+  """``(params, featmaps, rays, key, rgb[, pair flags]) -> (value, aux)`` of one slice.
+
+  ``views``: see :func:`slice_inputs`. ``value`` is the slice's share of its example's
+  loss (an example of ``num`` rays in ``count`` slices, with ``num_pairs`` consistency
+  pairs or None): the sum of the shares of all slices is :func:`example_loss`. ``aux`` =
+  (summed squared errors, diversity, consistency or None, MoE metrics), to sum over
+  slices for :func:`slices_loss`. The scales may be traced values.
+  """
+  moe = model.config.moe is not None
+  render = _slice_renderer(model, *views)
 
   def objective(p, f, r, k, rgb, paired=None):
     out, div, probs, moe_metrics = render(p, f, r, k)
@@ -323,24 +364,23 @@ def sliced_grads(model: GNTModel, params, featmaps, ex: dict, key: jax.Array, lo
     if moe:
       value = value + loss_cfg.diversity_weight * div / count
       cons = jnp.zeros(())
-    if with_pairs:
+    if paired is not None:
       local = jnp.where(paired, jnp.arange(paired.size).reshape(-1, 2), -1)
       cons = _consistency(loss_cfg, r, out.coarse.depths, probs, local, num_pairs)
       if loss_cfg.consistency_weight:
         value = value + loss_cfg.consistency_weight * cons
     return value, (sse, div, cons, moe_metrics)
 
-  def body(acc, x):
-    (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
-        params, featmaps, *x)
-    return jax.tree.map(jnp.add, acc, grads), aux
+  return objective
 
-  zeros = jax.tree.map(jnp.zeros_like, (params, featmaps))
-  grads, (sse, div, cons, moe_metrics) = jax.lax.scan(body, zeros, xs)
-  sse = jax.tree.map(jnp.sum, sse)
-  cons = None if cons is None else jnp.sum(cons)
-  return _gnt_loss(loss_cfg, sse, num, jnp.mean(div), cons,
-                   jax.tree.map(jnp.mean, moe_metrics)), grads
+
+def slices_loss(loss_cfg, aux_sum, scales) -> tuple[jnp.ndarray, dict]:
+  """(loss, metrics) of an example from its slices' ``aux`` summed (:func:`slice_objective`)
+  and its ``scales``; a mean over examples of these sums gives the batch's mean."""
+  sse, div, cons, moe_metrics = aux_sum
+  num, count, _ = scales
+  return _gnt_loss(loss_cfg, sse, num, div / count, cons,
+                   jax.tree.map(lambda m: m / count, moe_metrics))
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
@@ -381,7 +421,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
     # over devices, came out wrong (the last convolution's kernel gradient off by ~100%
     # on an 8-device CPU mesh; checked by tests/sharded_train_check.py).
     def encode(params):
-      return over_examples(lambda ex, k: _encode(model, params, source_views(ex, image_hw)))
+      return over_examples(
+          lambda ex, k: encode_features(model, params, source_views(ex, image_hw)))
 
     featmaps, encode_vjp = jax.vjp(encode, state.params)
     value, (grads, featmap_grads) = over_examples(
@@ -398,8 +439,17 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
       return jnp.mean(losses), mean(metrics)
 
     (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  # The update runs only when the loss and every gradient are finite (a non-finite
-  # gradient makes the norm non-finite); otherwise parameters and optimiser state stay.
+  return apply_gradients(state, tx, loss, metrics, grads)
+
+
+def apply_gradients(state: TrainState, tx, loss, metrics: dict,
+                    grads) -> tuple[TrainState, dict]:
+  """The optimiser update of a step's gradients, and the step's metrics (+ grad_norm,
+  param_norm, update_skipped, psnr).
+
+  The update runs only when the loss and every gradient are finite (a non-finite
+  gradient makes the norm non-finite); otherwise parameters and optimiser state stay.
+  """
   # Per-leaf norms and a ``cond`` compile in 4.8 s on CPU for the reference model (404
   # leaves), where raveling everything to one vector and masking took 10.9 s.
   grad_norm = optax.global_norm(grads)
@@ -413,8 +463,8 @@ def train_step(state: TrainState, batch: dict, *, model, tx, loss_cfg,
   new_state = state.replace(
       step=state.step + 1, params=params, opt_state=opt_state,
       skipped=state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
-  metrics.update(
-      grad_norm=grad_norm, param_norm=optax.global_norm(state.params),
+  metrics = dict(
+      metrics, grad_norm=grad_norm, param_norm=optax.global_norm(state.params),
       update_skipped=1.0 - finite.astype(jnp.float32), psnr=-10.0 * jnp.log10(metrics["mse"]))
   return new_state, metrics
 
@@ -431,16 +481,33 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
 
 
 def make_train_step(model, tx, loss_cfg, image_hw: tuple[int, int], mesh: Mesh,
-                    state_sharding, sub_chunk: int = 0, remat: bool = False) -> Callable:
+                    state_sharding, sub_chunk: int = 0, remat: bool = False,
+                    host_loop: bool | None = None) -> Callable:
   """``(state, batch) -> (state, metrics)`` jitted over ``mesh`` with the state donated.
 
   ``sub_chunk`` > 0 renders each example's rays in slices of that many, with a backward
   pass per slice (:func:`example_grads`), or with ``remat`` one backward pass through
   rematerialised slices (:func:`gnt_forward`); GNT family only. Examples are
   looped over on a single CPU device and vmapped otherwise (see :func:`train_step`).
+
+  ``host_loop`` (default: on a single CPU device, for per-slice backward passes) runs
+  the slices from a loop on the host over one compiled slice program instead
+  (:mod:`movenerf.training.slice_loop`): the same step, whose programs are the same
+  for every number of rays per step. Both have ``lower(state, batch).compile()``.
   """
-  batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   single_cpu = mesh.devices.size == 1 and mesh.devices.flat[0].platform == "cpu"
+  per_slice = bool(sub_chunk) and not remat and not registry.is_decoupled(model)
+  if host_loop is None:
+    host_loop = single_cpu and per_slice
+  if host_loop:
+    if not (per_slice and mesh.devices.size == 1):
+      raise ValueError("the host loop over slices needs train.sub_chunk > 0 without remat, "
+                       f"a GNT-family model and one device (got sub_chunk={sub_chunk}, "
+                       f"remat={remat}, {mesh.devices.size} devices)")
+    from movenerf.training import slice_loop  # pylint: disable=g-import-not-at-top
+    return slice_loop.SliceLoopStep(model, tx, loss_cfg, image_hw, sub_chunk,
+                                    state_sharding, mesh)
+  batch_sharding = NamedSharding(mesh, P(sharding.DATA_AXIS))
   example_loop = "sequential" if single_cpu else "vmap"
   fn = functools.partial(train_step, model=model, tx=tx, loss_cfg=loss_cfg, image_hw=image_hw,
                          sub_chunk=sub_chunk, remat=remat,
