@@ -24,7 +24,7 @@ Variants (``--config experiments/decoupled_nerf.py:VARIANT``; override keys with
          width 256, 8 RGBA layers over a white background).
          Set ``--config.data.train.synthetic.path`` and ``--config.data.eval.synthetic.
          path`` to the ``nerf_synthetic`` folder (or a dataset built with
-         ``python -m movenerf.datasets.build --format nerf_synthetic``, with
+         ``python -m movenerf.data.tfds.build --format nerf_synthetic``, with
          ``format=tfds``).
   real   The paper's setup on the small real subsets beside the checkout
          (``../shared/data/real/nerf_synthetic``): train on lego, test zero-shot on mic,

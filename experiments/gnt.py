@@ -20,7 +20,7 @@ Variants (``--config experiments/gnt.py:VARIANT``; override any key with
              (transformers) halved every 50k steps, 250k steps. Meant for 8 GPUs or a
              TPU pod slice; expected: the GNT paper's zero-shot figures (not reproduced
              here: no accelerator was available). Point
-             ``data.train`` at built datasets (``python -m movenerf.datasets.build``);
+             ``data.train`` at built datasets (``python -m movenerf.data.tfds.build``);
              the defaults use generated scenes so the config runs anywhere.
   fewshot    Fine-tunes a trained model (``--config.init_from=WORKDIR|ckpt.pth``) on one
              scene's source views and evaluates on its held-out views.

@@ -5,7 +5,7 @@ Axis letters used in every docstring of the package:
   E experts, K top-k, C expert capacity, T tokens routed together.
 
 Camera convention (the one used everywhere inside the library; converters live in
-`movenerf.cameras`): OpenCV camera frame (x right, y down, z forward), 3x3 pinhole
+`movenerf.geometry.cameras`): OpenCV camera frame (x right, y down, z forward), 3x3 pinhole
 intrinsics, 4x4 camera-to-world matrices, integer pixel coordinates addressing pixel
 centres (no +0.5 offset), as in the official GNT/IBRNet code.
 """

@@ -19,9 +19,9 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-from movenerf import evaluation
+from movenerf.evaluation import evaluate as evaluation
 from movenerf.models import registry
-from movenerf.models.gnt_model import GNTModel
+from movenerf.models.gnt.model import GNTModel
 from movenerf.training import checkpoint
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _OUT = None  # defined by _define_flags() when run as a program
@@ -41,7 +41,7 @@ def _define_flags() -> None:
 def load_model(config, source: str):
   """(model, params) from a run folder or an official checkpoint file."""
   if source.endswith((".pth", ".npz", ".pt")):
-    from movenerf import official_checkpoint  # pylint: disable=g-import-not-at-top
+    from movenerf.models.gnt import official_checkpoint  # pylint: disable=g-import-not-at-top
     m = config.model
     model_cfg, variables = official_checkpoint.load_official_checkpoint(
         source, num_samples=m.num_samples, num_importance=m.num_importance,

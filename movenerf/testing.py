@@ -5,9 +5,9 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf.cameras import Cameras, look_at, pinhole_intrinsics
-from movenerf.epipolar import SourceViews
-from movenerf.rays import Rays, flat_index_to_pixels, pixel_rays
+from movenerf.geometry.cameras import Cameras, look_at, pinhole_intrinsics
+from movenerf.geometry.epipolar import SourceViews
+from movenerf.geometry.rays import Rays, flat_index_to_pixels, pixel_rays
 
 
 def ring_cameras(num_views: int, height: int, width: int, radius: float = 4.0,

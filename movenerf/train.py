@@ -33,11 +33,12 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
-from movenerf import sharding, visualize
+from movenerf import sharding
+from movenerf.evaluation import visualize
 from movenerf.data import pipeline
 from movenerf.models import registry
 from movenerf.training import checkpoint, optim
-from movenerf.training import data as train_data
+from movenerf.data import sources as train_data
 from movenerf.training import step as train_step
 
 _CONFIG = _WORKDIR = None  # defined by _define_flags() when run as a program
@@ -70,13 +71,13 @@ def initial_params(config, model) -> Any:
     raise ValueError(f"init_from={src} with upcycle={config.upcycle}: Decoupling-NeRF "
                      "starts only from a movenerf run of the same model")
   if src.endswith((".pth", ".npz", ".pt")):
-    from movenerf import official_checkpoint  # pylint: disable=g-import-not-at-top
+    from movenerf.models.gnt import official_checkpoint  # pylint: disable=g-import-not-at-top
     _, variables = official_checkpoint.load_official_checkpoint(src)
     loaded = variables["params"]
   else:
     loaded, _ = checkpoint.restore_params(src)
   if config.upcycle:
-    from movenerf.moe.upcycle import upcycle  # pylint: disable=g-import-not-at-top
+    from movenerf.models.gnt.upcycle import upcycle  # pylint: disable=g-import-not-at-top
     return upcycle(loaded, params)
   if jax.tree.structure(loaded) != jax.tree.structure(params):
     raise ValueError(f"init_from={src}: its parameters do not match the configured model "
@@ -220,7 +221,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
   result = {"train": last_logged, "step": step}
   if config.eval.at_end and step >= num_steps:
-    from movenerf import evaluation  # pylint: disable=g-import-not-at-top
+    from movenerf.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
     result["eval"] = evaluation.run_eval(config, model, jax.device_get(state.params),
                                          os.path.join(workdir, "eval"))
   return result
@@ -246,7 +247,7 @@ def _validation_view(config) -> Optional[dict]:
 
 
 def _log_validation(writer, model, params, ex: dict, step: int, config) -> None:
-  from movenerf import evaluation  # pylint: disable=g-import-not-at-top
+  from movenerf.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
   out = evaluation.render_example(model, {"params": jax.device_get(params)}, ex,
                                   config.eval.chunk_size)
   gt = ex["tgt_image"].astype(np.float32) / 255.0

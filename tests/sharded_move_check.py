@@ -11,7 +11,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from movenerf import sharding, testing  # noqa: E402
-from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables  # noqa: E402
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables  # noqa: E402
 from movenerf.moe.config import MoEConfig  # noqa: E402
 
 

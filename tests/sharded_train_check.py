@@ -12,13 +12,13 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import AxisType, Mesh  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_train import small_config  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tests.test_train import small_config  # noqa: E402
 
 from movenerf import sharding  # noqa: E402
 from movenerf import train as train_main  # noqa: E402
 from movenerf.data import pipeline  # noqa: E402
-from movenerf.training import data as train_data  # noqa: E402
+from movenerf.data import sources as train_data  # noqa: E402
 from movenerf.training import optim  # noqa: E402
 from movenerf.training import step as train_step  # noqa: E402
 

@@ -9,11 +9,12 @@ import jax
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_train import small_config  # noqa: E402
+from tests.test_train import small_config
 
 from movenerf import eval as eval_main  # noqa: E402
-from movenerf import evaluation, metrics, sharding  # noqa: E402
+from movenerf.evaluation import evaluate as evaluation  # noqa: E402
+from movenerf.image import metrics  # noqa: E402
+from movenerf import sharding  # noqa: E402
 from movenerf import train as train_main  # noqa: E402
 from movenerf.training import checkpoint, optim  # noqa: E402
 from movenerf.training import step as train_step  # noqa: E402

@@ -18,7 +18,7 @@ from experiments import gnt, gnt_move
 from movenerf import sharding
 from movenerf.data import pipeline
 from movenerf.training import checkpoint, optim
-from movenerf.training import data as train_data
+from movenerf.data import sources as train_data
 from movenerf.training import step as train_step
 from movenerf import train as train_main
 

@@ -3,7 +3,7 @@
 Layout, options and the build command: `datasets/README.md`.
 """
 
-from movenerf.datasets import builders
+from movenerf.data.tfds import builders
 
 
 class Builder(builders.MultiViewBuilder, skip_registration=True):

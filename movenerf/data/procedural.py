@@ -32,8 +32,8 @@ from typing import Union
 
 import numpy as np
 
-from movenerf import cameras
-from movenerf.data import readers
+from movenerf.geometry import cameras
+from movenerf.data.formats import record as readers
 
 KINDS = ("object", "forward")
 OBJECT_CAMERA_RADIUS = 4.0  # object cameras sit on this sphere ...
@@ -366,7 +366,7 @@ def make_scene(
 
 def make_record(seed: int, kind: str = "object", num_views: int = 20, height: int = 64,
                 width: int = 64, holdout_every: int = 8):
-  """Scene ``seed`` as a :class:`movenerf.data.readers.SceneRecord` (with depths and masks).
+  """Scene ``seed`` as a :class:`movenerf.data.formats.record.SceneRecord` (with depths and masks).
 
   Views ``0, holdout_every, 2 * holdout_every, ...`` form the "test" split and the rest
   "train", as in the LLFF hold-out protocol; ``holdout_every <= 0`` makes every view

@@ -1,7 +1,7 @@
 """Host-side (NumPy) samplers for training and evaluation batches.
 
 Everything here is deterministic given a ``np.random.Generator`` and follows the
-library's camera convention (see ``movenerf.cameras``): OpenCV camera frame
+library's camera convention (see ``movenerf.geometry.cameras``): OpenCV camera frame
 (x right, y down, z forward), 4x4 camera-to-world ``c2w``, 3x3 intrinsics and
 integer pixel centres. A pixel ``(u, v)`` (column, row) has the flat index
 ``v * W + u``.
@@ -27,7 +27,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from movenerf import cameras
+from movenerf.geometry import cameras
 
 _METHODS = ("position", "direction", "combined")
 
@@ -350,7 +350,7 @@ def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
 def scale_intrinsics_for(intrinsics, old_hw, new_hw) -> np.ndarray:
   """Intrinsics for an image resized from ``old_hw`` to ``new_hw``.
 
-  Uses the library's rule (``movenerf.cameras.scale_intrinsics``): fx, cx are
+  Uses the library's rule (``movenerf.geometry.cameras.scale_intrinsics``): fx, cx are
   multiplied by ``new_w / old_w`` and fy, cy by ``new_h / old_h``. With integer
   pixel centres the exact area-resize mapping would be ``c' = (c + 0.5) * s - 0.5``;
   the plain product is what IBRNet / GNT use, kept for comparable numbers.

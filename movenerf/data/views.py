@@ -5,9 +5,9 @@ rays using only the cameras, then loads the few images it needs. A :class:`ViewS
 serves exactly that: per split, the cameras of every scene (:class:`SceneCameras`, small,
 held in memory) and, on request, the images of some views.
 
-* :class:`RecordSource` wraps in-memory :class:`~movenerf.data.readers.SceneRecord` s
+* :class:`RecordSource` wraps in-memory :class:`~movenerf.data.formats.record.SceneRecord` s
   (the generated dataset, or scenes read straight from disk).
-* :class:`TfdsSource` reads a dataset written by ``python -m movenerf.datasets.build``
+* :class:`TfdsSource` reads a dataset written by ``python -m movenerf.data.tfds.build``
   (``array_record`` files, read through ``tfds`` data sources: no TensorFlow). The cameras
   come from the dataset's ``metadata.json``; only the requested images are decoded.
 
@@ -25,7 +25,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from movenerf.data import readers
+from movenerf.data.formats import record as readers
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -187,7 +187,7 @@ class RecordSource(ViewSource):
 
 
 class TfdsSource(ViewSource):
-  """A :class:`ViewSource` over a dataset built by ``movenerf.datasets.build``.
+  """A :class:`ViewSource` over a dataset built by ``movenerf.data.tfds.build``.
 
   The images are read through ``builder.as_data_source()`` (array_record, no TensorFlow).
   The source pickles without its open files, so grain worker processes reopen them.
@@ -205,7 +205,7 @@ class TfdsSource(ViewSource):
     if not (path / "dataset_info.json").is_file():
       raise FileNotFoundError(
           f"no built dataset at {path} (expected {path / 'dataset_info.json'}); build one "
-          "with `python -m movenerf.datasets.build`")
+          "with `python -m movenerf.data.tfds.build`")
     self.path = path
     meta = _read_metadata(path)
     self.name = str(meta.get("name", path.parent.parent.name))

@@ -1,8 +1,8 @@
 """The model families of the library, chosen by ``config.model.name``.
 
 ``"gnt"`` (the default when ``name`` is absent): GNT, and GNT-MoVE when ``model.moe`` is
-set (:mod:`movenerf.models.gnt_model`). ``"decoupled"``: Decoupling-NeRF
-(:mod:`movenerf.models.decoupled`). Training, evaluation and video call these helpers,
+set (:mod:`movenerf.models.gnt.model`). ``"decoupled"``: Decoupling-NeRF
+(:mod:`movenerf.models.decoupled.model`). Training, evaluation and video call these helpers,
 so a family plugs into the same configs, train loop, checkpoints and tools.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Mapping
 import flax.linen as nn
 import jax
 
-from movenerf.models import decoupled
-from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
+from movenerf.models.decoupled import model as decoupled
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 
 GNT, DECOUPLED = "gnt", "decoupled"
 FAMILIES = (GNT, DECOUPLED)

@@ -11,8 +11,8 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from movenerf.models.dropout import Dropout
-from movenerf.models.layers import Dense
+from movenerf.nn.dropout import Dropout
+from movenerf.nn.layers import Dense
 from movenerf.moe.dispatch import Dispatcher
 
 

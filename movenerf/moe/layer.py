@@ -16,8 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from movenerf.models.dropout import Dropout
-from movenerf.models.layers import FeedForward
+from movenerf.nn.dropout import Dropout
+from movenerf.nn.layers import FeedForward
 from movenerf.moe import losses
 from movenerf.moe.config import MoEConfig
 from movenerf.moe.dispatch import compute_capacity, make_dispatcher

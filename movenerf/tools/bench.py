@@ -59,13 +59,13 @@ import ml_collections
 import numpy as np
 
 from movenerf import sharding
-from movenerf.cameras import Cameras
+from movenerf.geometry.cameras import Cameras
 from movenerf.data import pipeline, procedural
-from movenerf.epipolar import SourceViews
-from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
+from movenerf.geometry.epipolar import SourceViews
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.moe.config import MoEConfig
-from movenerf.rays import image_rays
-from movenerf.render import default_sub_chunk, encode_sources, render_chunk
+from movenerf.geometry.rays import image_rays
+from movenerf.models.gnt.render import default_sub_chunk, encode_sources, render_chunk
 from movenerf.training import optim
 from movenerf.training import slice_loop
 from movenerf.training import step as train_step

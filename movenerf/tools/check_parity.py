@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf import cameras as cameras_lib
-from movenerf import importance, rays as rays_lib
-from movenerf.epipolar import SourceViews, project_and_sample
-from movenerf.models.gnt_model import GNTModel
-from movenerf.official_checkpoint import convert, infer_config
+from movenerf.geometry import cameras as cameras_lib
+from movenerf.geometry import importance, rays as rays_lib
+from movenerf.geometry.epipolar import SourceViews, project_and_sample
+from movenerf.models.gnt.model import GNTModel
+from movenerf.models.gnt.official_checkpoint import convert, infer_config
 
 COLOUR_KEYS = ("outputs/rgb", "outputs_fine/rgb")
 PDF_STRESS_TOLERANCE = 1e-3

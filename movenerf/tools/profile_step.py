@@ -31,7 +31,7 @@ import tempfile
 
 import jax
 
-from movenerf.models.gnt_model import GNTConfig
+from movenerf.models.gnt.model import GNTConfig
 from movenerf.moe.config import MoEConfig
 from movenerf.tools import bench
 

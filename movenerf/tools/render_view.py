@@ -26,14 +26,14 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from movenerf import visualize
+from movenerf.evaluation import visualize
 from movenerf.moe import expert_map
-from movenerf.cameras import Cameras
+from movenerf.geometry.cameras import Cameras
 from movenerf.data import procedural, samplers
-from movenerf.epipolar import SourceViews
-from movenerf.models.gnt_model import GNTConfig, GNTModel, init_variables
-from movenerf.official_checkpoint import load_official_checkpoint
-from movenerf.render import encode_sources, render_image
+from movenerf.geometry.epipolar import SourceViews
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
+from movenerf.models.gnt.official_checkpoint import load_official_checkpoint
+from movenerf.models.gnt.render import encode_sources, render_image
 from movenerf.training import checkpoint
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt.py:tiny",

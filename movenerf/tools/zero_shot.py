@@ -35,10 +35,10 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from movenerf import evaluation, visualize
+from movenerf.evaluation import evaluate as evaluation, visualize
 from movenerf.models import registry
 from movenerf.training import checkpoint
-from movenerf.training import data as train_data
+from movenerf.data import sources as train_data
 
 _OUT = flags.DEFINE_string("out", "runs/zero_shot", "output folder")
 _SEEN_SCENES = flags.DEFINE_integer("seen_scenes", 2, "training scenes per dataset whose "

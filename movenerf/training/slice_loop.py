@@ -81,11 +81,10 @@ class SliceLoopStep:
   def lower(self, state, batch) -> "_Lowered":
     """Every program lowered for this state and batch (see ``_Lowered.compile``)."""
     p = self.programs
-    abstract = lambda fn, *args: jax.eval_shape(fn, *args)
     prepare_args = (state.params, batch, state.rng, state.step)
-    acc, examples = abstract(p.prepare, *prepare_args)
+    acc, examples = jax.eval_shape(p.prepare, *prepare_args)
     views, slices, scales = examples[0]
-    featmaps, encode_vjp, _ = abstract(p.encode, state.params, views[1])
+    featmaps, encode_vjp, _ = jax.eval_shape(p.encode, state.params, views[1])
     # Every example has the same shapes: one program of each serves them all.
     return _Lowered(
         prepare=p.prepare.lower(*prepare_args),

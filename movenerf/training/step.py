@@ -27,18 +27,18 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from movenerf import metrics as image_metrics
+from movenerf.image import metrics as image_metrics
 from movenerf import sharding
-from movenerf.cameras import Cameras
-from movenerf.epipolar import SourceViews
-from movenerf.models import dropout
+from movenerf.geometry.cameras import Cameras
+from movenerf.geometry.epipolar import SourceViews
+from movenerf.nn import dropout
 from movenerf.models import registry
-from movenerf.models.decoupled import DecoupledNeRF
-from movenerf.models.gnt_model import GNTModel
+from movenerf.models.decoupled.model import DecoupledNeRF
+from movenerf.models.gnt.model import GNTModel
 from movenerf.moe import layer as moe_layer
 from movenerf.moe import losses as moe_losses
-from movenerf.rays import pixel_rays, points_along_rays
-from movenerf.render import merge_slices, num_slices, split_slices
+from movenerf.geometry.rays import pixel_rays, points_along_rays
+from movenerf.models.gnt.render import merge_slices, num_slices, split_slices
 
 
 @flax.struct.dataclass

@@ -1,0 +1,147 @@
+r"""Builds a multi-view dataset into ``array_record`` files and prints a summary.
+
+Usage::
+
+  python -m movenerf.data.tfds.build --format llff --src ~/data/nerf_llff_data --out ~/tfds
+  python -m movenerf.data.tfds.build --format nerf_synthetic --src PATH --out DIR \
+      --option white_background=false --option downsample=2 --scenes lego,mic
+  python -m movenerf.data.tfds.build --format generated --out DIR --option num_scenes=16
+
+``--src`` is a folder of scenes or a single scene. The result goes to
+``OUT/<format>/<config>/1.0.0`` (the printed path; give it to the training config or to
+:class:`movenerf.data.views.TfdsSource`). The build happens in a temporary folder under
+``OUT`` and is moved into place only when it succeeded: bad input (a missing or truncated
+image, a pose array of the wrong shape, NaN poses, mixed image sizes, near >= far, no
+scenes) exits with status 1 and a message naming the file, and leaves nothing behind.
+Exit status 2 is a usage error (unknown format or option).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+
+from movenerf.data import views
+from movenerf.data.tfds import builders
+
+
+def summarize(path) -> str:
+  """Human-readable summary of a built dataset (scenes, views per split, sizes, depths)."""
+  source = views.TfdsSource(path)
+  meta = source.metadata
+  ids = sorted({s.scene_id for split in source.splits() for s in source.scenes(split)})
+  lines = [f"dataset: {meta['format']} {meta['options']}", f"path: {path}",
+           f"scenes: {len(ids)} ({', '.join(ids[:8])}{', ...' if len(ids) > 8 else ''})",
+           f"{'split':<6} {'views':>6} {'scenes':>6}"]
+  sizes, nears, fars = {}, [], []
+  for split in source.splits():
+    scenes = source.scenes(split)
+    lines.append(f"{split:<6} {sum(s.num_views for s in scenes):>6} {len(scenes):>6}")
+    for s in scenes:
+      sizes.setdefault(f"{s.width}x{s.height}", set()).add(s.scene_id)
+      nears.append(s.near.min())
+      fars.append(s.far.max())
+  for size, names in sorted(sizes.items()):
+    lines.append(f"image size (WxH): {size} in {len(names)} scene(s)")
+  lines.append(f"near/far: {float(np.min(nears)):.4g} .. {float(np.max(fars)):.4g}")
+  return "\n".join(lines)
+
+
+def build(fmt: str, out, src=None, scenes: Optional[Sequence[str]] = None,
+          options: Optional[dict] = None, overwrite: bool = False) -> Path:
+  """Builds ``fmt`` from ``src`` into ``out`` atomically; returns the dataset folder.
+
+  Raises:
+    ValueError / FileNotFoundError: bad input; nothing is left under ``out``.
+    FileExistsError: the dataset exists and ``overwrite`` is False.
+  """
+  builders.check_format(fmt)
+  opts = builders.parse_options(fmt, options or {})
+  if fmt != builders.GENERATED:
+    if src is None:
+      raise ValueError(f"--src is required for format {fmt!r}")
+    builders.find_scenes(builders.FORMATS[fmt], Path(src), scenes)  # fail before any write
+  out = Path(out)
+  final = out / fmt / builders.config_name(opts) / builders.VERSION
+  if final.exists() and not overwrite:
+    raise FileExistsError(f"{final} already exists; pass --overwrite to rebuild it")
+  created_out = not out.exists()
+  out.mkdir(parents=True, exist_ok=True)
+  tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+  try:
+    builder = builders.MultiViewBuilder(fmt, src=src, scenes=scenes, options=opts,
+                                        data_dir=str(tmp))
+    builder.download_and_prepare()
+    built = Path(str(builder.data_dir))
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if final.exists():
+      old = Path(tempfile.mkdtemp(prefix=".old-", dir=out))
+      os.replace(final, old / "d")
+      os.replace(built, final)
+      shutil.rmtree(old)
+    else:
+      os.replace(built, final)
+  except BaseException:
+    _remove_empty_parents(final.parent, out)
+    if created_out:
+      shutil.rmtree(out, ignore_errors=True)
+    raise
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+  return final
+
+
+def _remove_empty_parents(path: Path, stop: Path) -> None:
+  """Removes ``path`` and its parents up to (not including) ``stop`` while they are empty."""
+  while path != stop and path.is_dir() and not any(path.iterdir()):
+    path.rmdir()
+    path = path.parent
+
+
+def _parse_option(text: str) -> tuple[str, str]:
+  if "=" not in text:
+    raise argparse.ArgumentTypeError(f"--option takes KEY=VALUE, got {text!r}")
+  k, v = text.split("=", 1)
+  return k.strip(), v.strip()
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(
+      prog="python -m movenerf.data.tfds.build",
+      description="Build a multi-view dataset into array_record files (no TensorFlow).")
+  parser.add_argument("--format", required=True,
+                      help=f"one of: {', '.join(builders.format_names())}")
+  parser.add_argument("--src", help="folder of scenes, or one scene (not for 'generated')")
+  parser.add_argument("--out", required=True, help="output data_dir")
+  parser.add_argument("--scenes", default="", help="comma-separated scene folder names")
+  parser.add_argument("--option", action="append", type=_parse_option, default=[],
+                      metavar="KEY=VALUE", help="reader option, e.g. factor=4 (repeatable)")
+  parser.add_argument("--overwrite", action="store_true", help="replace an existing build")
+  args = parser.parse_args(argv)
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+  try:
+    builders.check_format(args.format)
+    builders.parse_options(args.format, dict(args.option))
+  except ValueError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  scenes = [s for s in args.scenes.split(",") if s] or None
+  try:
+    path = build(args.format, args.out, args.src, scenes, dict(args.option), args.overwrite)
+  except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(summarize(path))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

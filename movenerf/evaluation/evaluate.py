@@ -1,0 +1,205 @@
+"""Evaluation: render held-out views from their nearest source views; PSNR / SSIM / LPIPS.
+
+For every evaluation dataset of the config (``config.data.eval``) and every held-out
+view (split "test", sources from "train" of the same scene), writes under ``out_dir``::
+
+  <dataset>/<scene>/<view>_pred.png     prediction
+  <dataset>/<scene>/<view>_gt.png       ground truth
+  <dataset>/<scene>/<view>_depth.png    predicted depth (| true depth when known), one scale
+  <dataset>/<scene>/<view>_experts.png  GNT-MoVE: top-1 expert per pixel, one map per layer
+  metrics.json                          per view, per scene, per dataset and overall means
+  video.mp4                             with eval.video_frames > 0: RGB | depth along a path
+
+and prints a table. LPIPS needs network weights from a local file
+(``eval.lpips_weights``); without them it is reported as "n/a".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable, Optional
+
+import jax.numpy as jnp
+import numpy as np
+
+from movenerf.evaluation import lpips as lpips_lib
+from movenerf.image import metrics as image_metrics
+from movenerf.evaluation import visualize
+from movenerf.geometry.cameras import Cameras
+from movenerf.data import pipeline
+from movenerf.geometry.epipolar import SourceViews
+from movenerf.models.decoupled import model as decoupled
+from movenerf.models import registry
+from movenerf.moe import expert_map
+from movenerf.models.gnt.render import render_image
+from movenerf.data import sources as train_data
+
+
+def example_cameras(ex: dict) -> tuple[Cameras, SourceViews]:
+  """(target camera, source views) of an evaluation example."""
+  h, w = ex["tgt_image"].shape[:2]
+  sh, sw = ex["src_images"].shape[1:3]
+  target = Cameras(jnp.asarray(ex["tgt_intrinsics"]), jnp.asarray(ex["tgt_c2w"]), h, w)
+  sources = SourceViews(jnp.asarray(ex["src_images"], jnp.float32) / 255.0,
+                        Cameras(jnp.asarray(ex["src_intrinsics"]), jnp.asarray(ex["src_c2w"]),
+                                sh, sw))
+  return target, sources
+
+
+def render_example(model, variables, ex: dict, chunk_size: int) -> dict:
+  """Renders the whole target of an evaluation example: 'rgb' [H, W, 3], 'depth' [H, W]
+  (and 'experts' [H, W, L, E] for GNT-MoVE; Decoupling-NeRF's depth is the nominal
+  layer depth of ``decoupled.layer_depth``)."""
+  target, sources = example_cameras(ex)
+  if registry.is_decoupled(model):
+    return decoupled.render_view(model, variables, sources.images, sources.cameras, target,
+                                 float(ex["near"]), float(ex["far"]))
+  return render_image(model, variables, target, sources, float(ex["near"]), float(ex["far"]),
+                      chunk_size)
+
+
+def nearest_view(ex: dict) -> dict:
+  """The baseline a generalising model must beat: the nearest source view, unchanged
+  (resized to the target's size if needed), as the prediction: 'rgb' [H, W, 3]."""
+  image = ex["src_images"][0]  # eval_examples ranks the sources best first
+  hw = ex["tgt_image"].shape[:2]
+  if image.shape[:2] != hw:
+    image = pipeline.resize_image(image, hw)
+  return {"rgb": image.astype(np.float32) / 255.0}
+
+
+def panels(out: dict, ex: dict) -> dict:
+  """Images for people: depth (predicted | true, same scale) and expert maps."""
+  result = {}
+  if "depth" not in out:
+    return result
+  near, far = float(ex["near"]), float(ex["far"])
+  depths = [visualize.colorize(out["depth"], near, far)]
+  if "tgt_depth" in ex:
+    true = np.where(ex.get("tgt_mask", ex["tgt_depth"] > 0), ex["tgt_depth"], np.nan)
+    depths.append(visualize.colorize(true, near, far))
+  result["depth"] = visualize.contact_sheet(depths, columns=len(depths))
+  if "experts" in out:
+    maps = [expert_map.colorize_experts(out["experts"][:, :, l])
+            for l in range(out["experts"].shape[2])]
+    result["experts"] = visualize.contact_sheet(maps, columns=len(maps))
+  return result
+
+
+def evaluate_source(model, variables, name: str, source, cfg, out_dir: str,
+                    lpips_fn=None, verbose: bool = True, scene_ids=None,
+                    predict: Optional[Callable[[dict], dict]] = None) -> list[dict]:
+  """Renders and scores every held-out view of one dataset; returns per-view rows.
+
+  ``scene_ids`` limits the scenes; ``predict`` (example -> {'rgb', ...}) replaces
+  rendering with ``model`` (e.g. ``nearest_view``).
+  """
+  rows = []
+  limit = cfg.max_views_per_scene or None
+  examples = list(pipeline.eval_examples(source, cfg.num_source_views,
+                                         scene_ids=scene_ids, max_views_per_scene=limit,
+                                         image_size=cfg.get("image_size")))
+  if predict is None:
+    predict = lambda ex: render_example(model, variables, ex, cfg.chunk_size)
+  start = time.perf_counter()
+  for i, ex in enumerate(examples):
+    out = predict(ex)
+    gt = ex["tgt_image"].astype(np.float32) / 255.0
+    scores = image_metrics.image_metrics(out["rgb"], gt, lpips_fn)
+    folder = os.path.join(out_dir, name, ex["scene_id"])
+    os.makedirs(folder, exist_ok=True)
+    stem = os.path.join(folder, f"{ex['view_id']:03d}")
+    visualize.save_png(stem + "_pred.png", out["rgb"])
+    visualize.save_png(stem + "_gt.png", gt)
+    for kind, image in panels(out, ex).items():
+      visualize.save_png(f"{stem}_{kind}.png", image)
+    rows.append(dict(dataset=name, scene=ex["scene_id"], view=ex["view_id"], **scores))
+    if verbose:
+      done = i + 1
+      eta = (len(examples) - done) * (time.perf_counter() - start) / done
+      print(f"  eval {name}: {done}/{len(examples)} views  psnr {scores['psnr']:.2f}  "
+            f"ETA {eta:.0f}s", flush=True)
+  return rows
+
+
+def _mean(rows, key):
+  vals = [r[key] for r in rows if isinstance(r[key], (int, float))]
+  return float(np.mean(vals)) if len(vals) == len(rows) and vals else "n/a"
+
+
+def summarize(rows: list[dict]) -> dict:
+  """Means per scene, per dataset and overall."""
+  keys = ("psnr", "ssim", "lpips")
+  scenes: dict[tuple, list] = {}
+  datasets: dict[str, list] = {}
+  for r in rows:
+    scenes.setdefault((r["dataset"], r["scene"]), []).append(r)
+    datasets.setdefault(r["dataset"], []).append(r)
+  return {
+      "views": rows,
+      "scenes": [dict(dataset=d, scene=s, num_views=len(v), **{k: _mean(v, k) for k in keys})
+                 for (d, s), v in scenes.items()],
+      "datasets": {d: dict(num_views=len(v), **{k: _mean(v, k) for k in keys})
+                   for d, v in datasets.items()},
+      "overall": dict(num_views=len(rows), **{k: _mean(rows, k) for k in keys}),
+  }
+
+
+def format_table(summary: dict) -> str:
+  fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
+  lines = [f"{'dataset':<12} {'scene':<28} {'views':>5} {'PSNR':>8} {'SSIM':>8} {'LPIPS':>8}"]
+  for s in summary["scenes"]:
+    lines.append(f"{s['dataset']:<12} {s['scene']:<28} {s['num_views']:>5} "
+                 f"{fmt(s['psnr']):>8} {fmt(s['ssim']):>8} {fmt(s['lpips']):>8}")
+  o = summary["overall"]
+  lines.append(f"{'mean':<12} {'':<28} {o['num_views']:>5} {fmt(o['psnr']):>8} "
+               f"{fmt(o['ssim']):>8} {fmt(o['lpips']):>8}")
+  return "\n".join(lines)
+
+
+def run_eval(config, model, params: Any, out_dir: str, verbose: bool = True) -> dict:
+  """Evaluates ``params`` on every dataset of ``config.data.eval``; writes everything the
+  module docstring lists and returns the summary (without the per-view rows)."""
+  os.makedirs(out_dir, exist_ok=True)
+  variables = {"params": params}
+  lpips_fn = lpips_lib.maybe_load_lpips(config.eval.lpips_weights)
+  rows = []
+  sources = {}
+  for name in sorted(config.data.eval.keys()):
+    sources[name] = train_data.make_source(name, config.data.eval[name])
+    rows += evaluate_source(model, variables, name, sources[name], config.eval, out_dir,
+                            lpips_fn, verbose)
+  summary = summarize(rows)
+  summary["lpips_weights"] = config.eval.lpips_weights or None
+  if config.eval.video_frames > 0 and sources:
+    summary["video"] = _video(config, model, variables, next(iter(sources.values())),
+                              os.path.join(out_dir, "video.mp4"), verbose)
+  tmp = os.path.join(out_dir, "metrics.json.tmp")
+  with open(tmp, "w") as f:
+    json.dump(summary, f, indent=2)
+  os.replace(tmp, os.path.join(out_dir, "metrics.json"))
+  table = format_table(summary)
+  if verbose:
+    print(table)
+  with open(os.path.join(out_dir, "metrics.txt"), "w") as f:
+    f.write(table + "\n")
+  return {k: v for k, v in summary.items() if k != "views"}
+
+
+def _video(config, model, variables, source, path: str, verbose: bool) -> Optional[str]:
+  """RGB | depth video along a camera path around the first evaluation scene."""
+  from movenerf.geometry import camera_paths  # pylint: disable=g-import-not-at-top
+  from movenerf.evaluation import video  # pylint: disable=g-import-not-at-top
+  cams = source.scenes("train")[0]
+  ex = next(pipeline.eval_examples(source, config.eval.num_source_views,
+                                   scene_ids=[cams.scene_id],
+                                   image_size=config.eval.get("image_size")))
+  target, sources = example_cameras(ex)
+  path_c2w = camera_paths.auto_path(cams.c2w, float(cams.near.min()), float(cams.far.max()),
+                                    config.eval.video_frames)
+  return video.render_video(model, variables, sources, np.asarray(ex["tgt_intrinsics"]),
+                            path_c2w, target.height, target.width, float(ex["near"]),
+                            float(ex["far"]), config.eval.chunk_size, path,
+                            fps=config.eval.video_fps, progress=verbose)

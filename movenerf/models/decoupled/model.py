@@ -1,0 +1,378 @@
+"""Decoupling-NeRF: a scene-encoding block and a renderer block shared across scenes.
+
+A NeRF MLP couples the scene and the renderer in one set of weights. Here they are split:
+
+1. ``SceneEncoder``: each source photo -> a feature map at 1/8 resolution (the scene).
+2. ``RebuildViewAttention``: the target view rebuilds its own scene encoding by attending,
+   with queries from the target's pixel positional encoding ("view PE"), over every
+   source token, whose keys are the sources' pixel positional encodings ("scene PE") and
+   whose values are the source features.
+3. ``LayeredRenderer``: the rebuilt encoding -> D RGBA depth layers at full resolution,
+   composited front to back (``composite_layers``). This block holds no scene content,
+   so it is shared across scenes.
+
+Positions per pixel (``pixel_points``) are the world point at unit z-depth along the
+pixel's ray, so one encoding carries both where the camera is and where it looks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from movenerf.image import metrics
+from movenerf.geometry.cameras import Cameras
+from movenerf.geometry.rays import pixel_rays
+
+# Three stride-2 stages: the encoder, the attention grid and the renderer's up-sampling.
+DOWNSAMPLE = 8
+
+
+def positional_encoding(p: jnp.ndarray, num_freqs: int = 12) -> jnp.ndarray:
+  """Sinusoidal encoding ``concat(sin(2^k pi p), cos(2^k pi p))``, k = 0 .. L - 1.
+
+  Ordering: all sines, then all cosines; within each half the terms are grouped by
+  frequency (k ascending), each group holding the C input channels in order. So for
+  C = 3, output channel ``s * 3L + 3k + c`` is ``sin`` (s = 0) or ``cos`` (s = 1) of
+  ``2^k * pi * p[..., c]``. No identity term is included.
+
+  Note: in float32 the top frequencies (2^11 pi for L = 12) alias for coordinates far
+  from the origin; that is part of the method, but keep scenes roughly unit-scaled.
+
+  Args:
+    p: [..., C] points (C = 3 for positions).
+    num_freqs: L, the number of octaves.
+
+  Returns:
+    [..., C * 2 * L].
+  """
+  freqs = (2.0 ** jnp.arange(num_freqs, dtype=jnp.float32)) * jnp.pi  # [L]
+  scaled = p[..., None, :] * freqs[:, None]  # [..., L, C]
+  scaled = scaled.reshape(p.shape[:-1] + (-1,))  # frequency-major: k * C + c
+  return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
+
+
+def pixel_points(camera: Cameras, depth: float = 1.0, stride: int = 1) -> jnp.ndarray:
+  """World points at z-depth ``depth`` along pixel rays: ``origin + depth * direction``.
+
+  Directions follow `movenerf.geometry.rays` (camera-frame z = 1), so ``depth`` is the z-depth in
+  this camera. With ``stride`` s > 1 the grid is that of the image down-sampled by s, and
+  each point is taken at the centre of its s x s pixel block, pixel ``(s j + (s - 1) / 2,
+  s i + (s - 1) / 2)`` in the integer-centre convention. Sampling at the block centre
+  (rather than average-pooling the encoding) keeps the high frequencies of the
+  positional encoding from averaging away.
+
+  Args:
+    camera: a single camera (batch shape ()).
+    depth: z-depth of the points.
+    stride: s, which must divide H and W.
+
+  Returns:
+    [H / s, W / s, 3] world coordinates.
+  """
+  if camera.height % stride or camera.width % stride:
+    raise ValueError(f"stride {stride} must divide the image size "
+                     f"{camera.height}x{camera.width}")
+  h, w = camera.height // stride, camera.width // stride
+  offset = (stride - 1) / 2.0
+  v, u = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) * stride + offset,
+                      jnp.arange(w, dtype=jnp.float32) * stride + offset, indexing="ij")
+  rays = pixel_rays(camera, jnp.stack([u.reshape(-1), v.reshape(-1)], axis=-1))
+  return (rays.origins + depth * rays.directions).reshape(h, w, 3)
+
+
+class SceneEncoder(nn.Module):
+  """Source images -> feature maps at 1/8 resolution (three stride-2 stages).
+
+  Attributes:
+    width: channels of every stage (and of the output, C).
+  """
+
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, images: jnp.ndarray) -> jnp.ndarray:
+    """Encode each view independently.
+
+    Args:
+      images: [V, H, W, 3] in [0, 1]; H, W divisible by 8.
+
+    Returns:
+      [V, H / 8, W / 8, C] features.
+    """
+    x = images * 2.0 - 1.0  # centre the input so ReLU units start half active
+    for stage in range(3):
+      x = nn.relu(nn.Conv(self.width, (3, 3), strides=(2, 2), name=f"down{stage}")(x))
+      x = nn.relu(nn.Conv(self.width, (3, 3), name=f"conv{stage}")(x))
+    return nn.Conv(self.width, (1, 1), name="out")(x)
+
+
+class RebuildViewAttention(nn.Module):
+  """Multi-head attention from the target's pixel grid onto all source tokens.
+
+  Queries come from the target view PE, keys from the source views' PE and values from
+  the source features. The output is only the out-projection of the attention-weighted
+  values: the query PE is *not* added back (no residual), so the rebuilt encoding holds
+  no view information beyond what attention retrieves from the sources.
+
+  Attributes:
+    num_heads: attention heads.
+    head_dim: channels per head.
+    width: output channels.
+  """
+
+  num_heads: int = 32
+  head_dim: int = 32
+  width: int = 256
+
+  @nn.compact
+  def __call__(self, query_pe: jnp.ndarray, key_pe: jnp.ndarray, values: jnp.ndarray,
+               mask: jnp.ndarray | None = None, return_weights: bool = False):
+    """Rebuild the target's scene encoding.
+
+    Args:
+      query_pe: [h, w, P] target view PE.
+      key_pe: [V, h', w', P] source views' PE (flattened to N = V h' w' tokens).
+      values: [V, h', w', C] source features.
+      mask: optional boolean, broadcastable to [V, h', w'] (e.g. [V, 1, 1] per view);
+        False tokens get exactly zero weight. If every token is masked, all weights are
+        zero and the output is the out-projection bias.
+      return_weights: also return the attention weights.
+
+    Returns:
+      [h, w, width] rebuilt encoding, and with ``return_weights`` the weights
+      [num_heads, h * w, N] (rows sum to 1 over the unmasked tokens).
+    """
+    h, w = query_pe.shape[:2]
+    dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name)
+    q = dense("query")(query_pe.reshape(h * w, -1))  # [Q, H, D]
+    k = dense("key")(key_pe.reshape(-1, key_pe.shape[-1]))  # [N, H, D]
+    v = dense("value")(values.reshape(-1, values.shape[-1]))  # [N, H, D]
+    logits = jnp.einsum("qhd,nhd->hqn", q, k) / math.sqrt(self.head_dim)
+    if mask is not None:
+      keep = jnp.broadcast_to(mask, values.shape[:-1]).reshape(1, 1, -1)
+      logits = jnp.where(keep, logits, jnp.finfo(logits.dtype).min)
+      # Multiplying by the mask as well makes a fully masked row zero, not uniform.
+      weights = jax.nn.softmax(logits, axis=-1) * keep
+    else:
+      weights = jax.nn.softmax(logits, axis=-1)
+    mixed = jnp.einsum("hqn,nhd->qhd", weights, v)
+    out = nn.DenseGeneral(self.width, axis=(-2, -1), name="out")(mixed).reshape(h, w, -1)
+    return (out, weights) if return_weights else out
+
+
+class LayeredRenderer(nn.Module):
+  """Rebuilt encoding [h, w, F] -> D RGBA layers [D, 8h, 8w, 4].
+
+  Convs at h x w, then three (nearest resize x2 -> 3x3 conv) stages, then a 3x3 conv to
+  D * 4 channels. Resize + conv avoids the checkerboard of transposed convolutions.
+
+  Attributes:
+    num_layers: D.
+    width: channels of the convs.
+  """
+
+  num_layers: int = 8
+  width: int = 64
+
+  @nn.compact
+  def __call__(self, encoding: jnp.ndarray) -> jnp.ndarray:
+    """Decode the layers.
+
+    Args:
+      encoding: [h, w, F].
+
+    Returns:
+      [D, 8h, 8w, 4]: rgb (sigmoid) in channels 0-2, alpha (sigmoid) in channel 3.
+    """
+    x = nn.relu(nn.Conv(self.width, (3, 3), name="conv_in")(encoding))
+    for stage in range(3):
+      hh, ww = x.shape[:2]
+      x = jax.image.resize(x, (2 * hh, 2 * ww, x.shape[-1]), "nearest")
+      x = nn.relu(nn.Conv(self.width, (3, 3), name=f"up{stage}")(x))
+    x = nn.Conv(self.num_layers * 4, (3, 3), name="conv_out")(x)
+    x = x.reshape(x.shape[:2] + (self.num_layers, 4)).transpose(2, 0, 1, 3)
+    return jax.nn.sigmoid(x)
+
+
+def composite_layers(rgba: jnp.ndarray, background=None):
+  """Front-to-back alpha compositing, layer 0 nearest the camera.
+
+  ``w_i = a_i * prod_{j<i} (1 - a_j)``, ``rgb = sum_i w_i c_i + (1 - sum_i w_i) * bg``.
+
+  Args:
+    rgba: [D, H, W, 4], colour in channels 0-2, alpha in channel 3.
+    background: None (black, 0), a scalar, [3] or [H, W, 3].
+
+  Returns:
+    rgb [H, W, 3], acc [H, W] (= sum_i w_i), weights [D, H, W].
+  """
+  colour, alpha = rgba[..., :3], rgba[..., 3]
+  # Exclusive cumulative product: the transmittance reaching layer i.
+  trans = jnp.cumprod(jnp.concatenate([jnp.ones_like(alpha[:1]), 1.0 - alpha[:-1]]), axis=0)
+  weights = alpha * trans
+  acc = weights.sum(axis=0)
+  rgb = jnp.einsum("dhw,dhwc->hwc", weights, colour)
+  if background is not None:
+    rgb = rgb + (1.0 - acc)[..., None] * jnp.asarray(background, rgb.dtype)
+  return rgb, acc, weights
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoupledConfig:
+  """Decoupling-NeRF settings.
+
+  Attributes:
+    num_freqs: L of the positional encodings (PE width 6L).
+    enc_width: channels of the scene encoder.
+    attn_heads: attention heads.
+    head_dim: channels per head.
+    width: channels of the rebuilt encoding.
+    render_width: channels of the renderer's convs.
+    num_layers: D, RGBA depth layers.
+    white_background: composite over white (1) instead of black (0).
+  """
+
+  num_freqs: int = 12
+  enc_width: int = 64
+  attn_heads: int = 32
+  head_dim: int = 32
+  width: int = 256
+  render_width: int = 64
+  num_layers: int = 8
+  white_background: bool = False
+
+  @classmethod
+  def from_dict(cls, values: dict) -> "DecoupledConfig":
+    """From a plain dict (e.g. ``config.model.to_dict()`` without ``name``); unknown
+    keys are errors that name them."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+      raise ValueError(f"unknown decoupled model config keys: {unknown}; "
+                       f"allowed: {sorted(known)}")
+    return cls(**values)
+
+
+class DecoupledNeRF(nn.Module):
+  """Source photos + cameras -> a rendered target view."""
+
+  config: DecoupledConfig = DecoupledConfig()
+
+  @nn.compact
+  def __call__(self, src_images: jnp.ndarray, src_cameras: Cameras, tgt_camera: Cameras,
+               src_mask: jnp.ndarray | None = None) -> dict[str, jnp.ndarray]:
+    """Render the target view.
+
+    Args:
+      src_images: [V, H, W, 3] in [0, 1].
+      src_cameras: V cameras (batch shape (V,)) of size H x W.
+      tgt_camera: one camera (batch shape ()) of size H x W.
+      src_mask: optional boolean [V] (e.g. padded or invalid views: False) or
+        [V, H / 8, W / 8] per token.
+
+    Returns:
+      dict with rgb [H, W, 3], layers [D, H, W, 4], weights [D, H, W], acc [H, W].
+    """
+    cfg = self.config
+    num_views, height, width = src_images.shape[:3]
+    if height % DOWNSAMPLE or width % DOWNSAMPLE:
+      raise ValueError(f"image height and width must be divisible by {DOWNSAMPLE}, "
+                       f"got {height}x{width}")
+    if src_cameras.batch_shape != (num_views,):
+      raise ValueError(f"src_cameras batch {src_cameras.batch_shape} != ({num_views},)")
+    for name, cam in (("src_cameras", src_cameras), ("tgt_camera", tgt_camera)):
+      if (cam.height, cam.width) != (height, width):
+        raise ValueError(f"{name} size {cam.height}x{cam.width} != images {height}x{width}")
+    if tgt_camera.batch_shape != ():
+      raise ValueError(f"tgt_camera must be a single camera, got {tgt_camera.batch_shape}")
+
+    def grid_pe(cam):
+      return positional_encoding(pixel_points(cam, stride=DOWNSAMPLE), cfg.num_freqs)
+
+    src_pe = jax.vmap(grid_pe)(src_cameras)  # [V, h, w, 6L]
+    tgt_pe = grid_pe(tgt_camera)  # [h, w, 6L]
+    features = SceneEncoder(cfg.enc_width, name="scene_encoder")(src_images)
+    if src_mask is not None and src_mask.ndim == 1:
+      src_mask = src_mask[:, None, None]
+    rebuilt = RebuildViewAttention(cfg.attn_heads, cfg.head_dim, cfg.width,
+                                   name="attention")(tgt_pe, src_pe, features, src_mask)
+    layers = LayeredRenderer(cfg.num_layers, cfg.render_width, name="renderer")(rebuilt)
+    rgb, acc, weights = composite_layers(layers, 1.0 if cfg.white_background else 0.0)
+    return {"rgb": rgb, "layers": layers, "weights": weights, "acc": acc}
+
+
+def layer_depth(weights: jnp.ndarray, near, far) -> jnp.ndarray:
+  """Nominal depth map from compositing weights: the weighted mean of layer positions.
+
+  The layers carry no metric depth (the renderer only orders them front to back), so
+  layer ``i`` of D is placed at ``near + (i + 0.5) / D * (far - near)`` for display;
+  pixels that composite to nothing get ``far``.
+
+  Args:
+    weights: [D, H, W] compositing weights (``composite_layers``).
+    near, far: the depth range the layers are spread over.
+
+  Returns:
+    [H, W] depth.
+  """
+  num = weights.shape[0]
+  planes = near + (jnp.arange(num, dtype=weights.dtype) + 0.5) / num * (far - near)
+  acc = weights.sum(axis=0)
+  mean = jnp.einsum("dhw,d->hw", weights, planes) / jnp.maximum(acc, 1e-6)
+  return jnp.where(acc > 1e-6, mean, far)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _render(model: "DecoupledNeRF", variables, src_images, src_cameras, tgt_camera, near,
+            far):
+  out = model.apply(variables, src_images, src_cameras, tgt_camera)
+  return {"rgb": out["rgb"], "depth": layer_depth(out["weights"], near, far),
+          "acc": out["acc"]}
+
+
+def render_view(model: "DecoupledNeRF", variables, src_images: jnp.ndarray,
+                src_cameras: Cameras, tgt_camera: Cameras, near: float, far: float
+                ) -> dict:
+  """Renders one target view (compiled once per model and image size).
+
+  Args:
+    src_images: [V, H, W, 3] in [0, 1].
+    src_cameras, tgt_camera: as for :class:`DecoupledNeRF`.
+    near, far: range of the nominal depth map (``layer_depth``).
+
+  Returns:
+    NumPy 'rgb' [H, W, 3], 'depth' [H, W], 'acc' [H, W].
+  """
+  out = _render(model, variables, jnp.asarray(src_images, jnp.float32), src_cameras,
+                tgt_camera, jnp.float32(near), jnp.float32(far))
+  return {k: np.asarray(v) for k, v in out.items()}
+
+
+def init_params(model: "DecoupledNeRF", rng: jax.Array) -> dict:
+  """Fresh parameters; their shapes do not depend on the image size or view count."""
+  from movenerf import testing  # pylint: disable=import-outside-toplevel
+  _, target, sources = testing.dummy_inputs(2, 32, 32, 1)
+  return jax.jit(model.init)(rng, sources.images, sources.cameras, target)["params"]
+
+
+def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray, mse_weight: float = 0.0) -> jnp.ndarray:
+  """``1 - SSIM(pred, target) + mse_weight * MSE``, averaged over any leading batch axes.
+
+  Args:
+    pred, target: [..., H, W, C] images in [0, 1] (H, W >= 11 for the SSIM window).
+    mse_weight: weight of the mean squared error term.
+
+  Returns:
+    Scalar loss.
+  """
+  loss = 1.0 - jnp.mean(metrics.ssim(pred, target, data_range=1.0))
+  if mse_weight:
+    loss = loss + mse_weight * jnp.mean((pred - target) ** 2)
+  return loss

@@ -1,0 +1,183 @@
+"""Invariances and behaviour of the GNT model (small configuration, random weights)."""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from movenerf import testing
+from movenerf.geometry.epipolar import EpipolarSamples
+from movenerf.models.gnt.network import GNTNet
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
+from movenerf.geometry.rays import Rays
+from movenerf.models.gnt.render import render_chunk, render_rays_chunked
+
+SMALL = GNTConfig(width=16, depth=2, coarse_feat_dim=8, fine_feat_dim=8, num_samples=8,
+                  num_importance=4)
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(config=SMALL, num_views=4, size=16, num_rays=6):
+  rays, target, sources = testing.dummy_inputs(num_views, size, size, num_rays, seed=1)
+  model = GNTModel(config)
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
+  # Non-trivial weights everywhere (the default init leaves biases at zero).
+  leaves, tree = jax.tree.flatten(variables)
+  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+  leaves = [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
+  return model, jax.tree.unflatten(tree, leaves), rays, target, sources
+
+
+def _render(model, variables, rays, target, sources, **kw):
+  return model.apply(variables, rays, target, sources, 2.0, 6.0, **kw)
+
+
+def test_source_view_permutation_does_not_change_colour():
+  model, variables, rays, target, sources = _setup()
+  out = _render(model, variables, rays, target, sources)
+  perm = jnp.array([2, 0, 3, 1])
+  permuted = sources.replace(images=sources.images[perm], cameras=sources.cameras[perm])
+  out_p = _render(model, variables, rays, target, permuted)
+  # Fine depths come from the coarse weights; ulp-level changes there are amplified
+  # by the 2^9-frequency position encoding, hence the looser fine tolerance.
+  np.testing.assert_allclose(out_p.coarse.rgb, out.coarse.rgb, atol=2e-6)
+  np.testing.assert_allclose(out_p.fine.rgb, out.fine.rgb, atol=1e-4)
+  np.testing.assert_allclose(out_p.coarse.weights, out.coarse.weights, atol=1e-6)
+  assert float(jnp.std(out.fine.rgb)) > 1e-3  # the check is not vacuous
+
+
+def test_jit_and_eager_agree():
+  model, variables, rays, target, sources = _setup()
+  eager = _render(model, variables, rays, target, sources)
+  jitted = jax.jit(functools.partial(_render, model))(variables, rays, target, sources)
+  # XLA fuses (and re-associates) differently under jit: float32-rounding level only.
+  np.testing.assert_allclose(jitted.coarse.rgb, eager.coarse.rgb, atol=1e-4)
+  np.testing.assert_allclose(jitted.fine.rgb, eager.fine.rgb, atol=2e-4)
+  np.testing.assert_allclose(jitted.fine.depth, eager.fine.depth, atol=1e-4)
+
+
+def test_point_seen_by_no_view_gives_finite_output():
+  net = GNTNet(width=16, depth=2)
+  r, s, v = 2, 5, 3
+  samples = EpipolarSamples(jnp.ones((r, s, v, 11)), jnp.ones((r, s, v, 4)),
+                            jnp.zeros((r, s, v, 1)))
+  points, dirs = jnp.ones((r, s, 3)), jnp.ones((r, 3))
+  params = net.init(jax.random.PRNGKey(0), samples, points, dirs)
+  rgb, weights = net.apply(params, samples, points, dirs)
+  assert bool(jnp.all(jnp.isfinite(rgb))) and bool(jnp.all(jnp.isfinite(weights)))
+  # End to end: rays pointing away from every source camera.
+  model, variables, rays, target, sources = _setup()
+  away = Rays(rays.origins, -rays.directions)
+  out = _render(model, variables, away, target, sources)
+  assert bool(jnp.all(jnp.isfinite(out.fine.rgb))) and bool(jnp.all(jnp.isfinite(out.fine.depth)))
+
+
+def test_bfloat16_runs_and_stays_close_to_float32():
+  model, variables, rays, target, sources = _setup()
+  ref = _render(model, variables, rays, target, sources)
+  bf16 = GNTModel(dataclasses.replace(SMALL, dtype="bfloat16"))
+  out = _render(bf16, variables, rays, target, sources)
+  assert out.coarse.rgb.dtype == jnp.float32
+  # bfloat16 keeps ~3 significant digits; through 2 x 2 transformer blocks the
+  # colours stay within a percent of their range (residual stream is float32).
+  scale = float(jnp.max(jnp.abs(ref.coarse.rgb)))
+  assert float(jnp.max(jnp.abs(out.coarse.rgb - ref.coarse.rgb))) < 0.05 * scale
+  assert float(jnp.mean(jnp.abs(out.coarse.rgb - ref.coarse.rgb))) < 0.01 * scale
+  assert float(jnp.max(jnp.abs(out.coarse.rgb - ref.coarse.rgb))) > 0  # it did run in bf16
+
+
+def test_dropout_and_stratification_only_in_training():
+  model, variables, rays, target, sources = _setup()
+  a = _render(model, variables, rays, target, sources)
+  b = _render(model, variables, rays, target, sources)
+  np.testing.assert_array_equal(a.fine.rgb, b.fine.rgb)
+  rngs = lambda seed: {"dropout": jax.random.PRNGKey(seed), "sample": jax.random.PRNGKey(seed)}
+  t1 = _render(model, variables, rays, target, sources, train=True, rngs=rngs(1))
+  t2 = _render(model, variables, rays, target, sources, train=True, rngs=rngs(2))
+  assert float(jnp.max(jnp.abs(t1.fine.rgb - t2.fine.rgb))) > 1e-4
+  assert float(jnp.max(jnp.abs(t1.coarse.depths - a.coarse.depths))) > 1e-3
+  # Stratified depths stay inside the depth range and ascending.
+  assert bool(jnp.all(jnp.diff(t1.fine.depths, axis=-1) >= 0))
+  assert float(t1.coarse.depths.min()) >= 2.0 and float(t1.coarse.depths.max()) <= 6.0
+
+
+def test_chunked_rendering_matches_one_batch():
+  model, variables, rays, target, sources = _setup()
+  featmaps = model.apply(variables, sources.images, method=GNTModel.encode)
+  whole = render_chunk(model, variables, rays, target, sources, featmaps, 2.0, 6.0)
+  chunked = render_rays_chunked(model, variables, rays, target, sources, 2.0, 6.0, chunk_size=4)
+  np.testing.assert_allclose(chunked["rgb_coarse"], whole.coarse.rgb, atol=1e-4)
+  np.testing.assert_allclose(chunked["rgb"], whole.fine.rgb, atol=2e-4)
+  np.testing.assert_allclose(chunked["depth_coarse"], whole.coarse.depth, atol=1e-4)
+
+
+def test_gradients_are_finite():
+  model, variables, rays, target, sources = _setup()
+
+  def loss(v):
+    out = _render(model, v, rays, target, sources, train=True,
+                  rngs={"dropout": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)})
+    return jnp.mean(out.fine.rgb ** 2) + jnp.mean(out.coarse.rgb ** 2)
+
+  grads = jax.grad(loss)(variables)
+  norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
+  assert all(np.isfinite(norms)) and sum(norms) > 0
+  assert float(jnp.linalg.norm(grads["params"]["feature_net"]["conv1"]["conv"]["kernel"])) > 0
+
+
+def test_wrong_width_heads_raise():
+  with pytest.raises(ValueError, match="divisible"):
+    model = GNTModel(GNTConfig(width=18, depth=1, num_samples=4))
+    rays, target, sources = testing.dummy_inputs(2, 16, 16, 2)
+    model.init(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
+
+
+def test_initial_parameters_do_not_depend_on_the_compute_dtype():
+  config = GNTConfig(depth=1, width=16, num_heads=2, feature_width=8, num_samples=8)
+  bf16 = dataclasses.replace(config, dtype="bfloat16", feature_dtype="bfloat16")
+  a, b = (init_variables(GNTModel(c), jax.random.PRNGKey(1)) for c in (config, bf16))
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    assert x.dtype == y.dtype == jnp.float32
+    np.testing.assert_array_equal(x, y)
+
+
+def test_initial_parameters_are_independent_draws():
+  """init_variables draws through a hashed key (no threefry loops to compile): the
+  parameters are a function of the key, each kernel has the spread of the threefry
+  draw of its initialiser, and kernels of sibling layers and neighbouring columns are
+  uncorrelated."""
+  model = GNTModel(dataclasses.replace(SMALL, width=32, depth=2))
+  params = init_variables(model, jax.random.PRNGKey(0))["params"]
+  again = init_variables(model, jax.random.PRNGKey(0))["params"]
+  other = init_variables(model, jax.random.PRNGKey(1))["params"]
+  rays, target, sources = testing.dummy_inputs(2, 32, 32, 4)
+  threefry = jax.jit(lambda k: model.init(k, rays, target, sources, 2.0, 6.0))(
+      jax.random.PRNGKey(0))["params"]
+  flat, ref, others = _by_path(params), _by_path(threefry), _by_path(other)
+  assert flat.keys() == ref.keys() == others.keys()
+  jax.tree.map(np.testing.assert_array_equal, params, again)
+  kernels = {k: v for k, v in flat.items() if k.endswith("['kernel']") and v.size >= 512}
+  assert len(kernels) >= 10
+  for name, w in kernels.items():
+    assert not np.array_equal(w, others[name]), name
+    # The spread matches the initialiser's (each std estimate is off by ~1/sqrt(2n)).
+    assert abs(w.std() / ref[name].std() - 1) < 6 / np.sqrt(w.size), name
+    cols = w.reshape(-1, w.shape[-1])
+    corr = np.corrcoef(cols[:, :-1].ravel(), cols[:, 1:].ravel())[0, 1]
+    assert abs(corr) < 6 / np.sqrt(cols[:, 1:].size), name
+  by_shape = {}
+  for name, w in kernels.items():
+    by_shape.setdefault(w.shape, []).append(w.ravel())
+  pairs = [(a, b) for ws in by_shape.values() for a, b in zip(ws, ws[1:])]
+  assert len(pairs) >= 5
+  for a, b in pairs:
+    assert abs(np.corrcoef(a, b)[0, 1]) < 6 / np.sqrt(a.size)
+
+
+def _by_path(tree) -> dict[str, np.ndarray]:
+  return {jax.tree_util.keystr(p): np.asarray(v)
+          for p, v in jax.tree_util.tree_leaves_with_path(tree)}
