@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from movenerf.nn import dropout as hashed
+from movenerf.nn import prng
 from movenerf.nn.layers import Dense, matmul
 
 SHAPE = (32, 64, 10, 64)  # a view-attention slice: 1.3M elements
@@ -14,7 +15,7 @@ SHAPE = (32, 64, 10, 64)  # a view-attention slice: 1.3M elements
 
 @pytest.mark.parametrize("rate", [0.1, 0.5])
 def test_keep_rate_is_one_minus_rate(rate):
-  keep = np.asarray(hashed.keep_mask(jax.random.key(3), SHAPE, rate))
+  keep = np.asarray(prng.keep_mask(jax.random.key(3), SHAPE, rate))
   n = keep.size
   # 6 binomial standard deviations.
   assert abs(keep.mean() - (1 - rate)) < 6 * np.sqrt(rate * (1 - rate) / n)
@@ -22,8 +23,8 @@ def test_keep_rate_is_one_minus_rate(rate):
 
 def test_neighbours_and_keys_are_independent():
   rate = 0.5
-  a = np.asarray(hashed.keep_mask(jax.random.key(0), SHAPE, rate)).reshape(-1)
-  b = np.asarray(hashed.keep_mask(jax.random.key(1), SHAPE, rate)).reshape(-1)
+  a = np.asarray(prng.keep_mask(jax.random.key(0), SHAPE, rate)).reshape(-1)
+  b = np.asarray(prng.keep_mask(jax.random.key(1), SHAPE, rate)).reshape(-1)
   tol = 6 * np.sqrt(0.25 * 0.75 / a.size)
   # Pairs of elements at the strides of every axis (1 = channel, 64 = view, 640 =
   # sample, 40960 = ray), and the same element under two keys: both kept 1/4 of the time.
@@ -32,24 +33,24 @@ def test_neighbours_and_keys_are_independent():
   assert abs(np.mean(a & b) - 0.25) < tol
   # Sub-keys as flax hands them to consecutive layers.
   k1, k2 = jax.random.split(jax.random.key(7))
-  c = np.asarray(hashed.keep_mask(k1, SHAPE, rate)).reshape(-1)
-  d = np.asarray(hashed.keep_mask(k2, SHAPE, rate)).reshape(-1)
+  c = np.asarray(prng.keep_mask(k1, SHAPE, rate)).reshape(-1)
+  d = np.asarray(prng.keep_mask(k2, SHAPE, rate)).reshape(-1)
   assert abs(np.mean(c & d) - 0.25) < tol
 
 
 def test_mask_is_a_function_of_the_key():
   key = jax.random.key(11)
-  eager = hashed.keep_mask(key, (4, 5, 6), 0.3)
-  jitted = jax.jit(lambda k: hashed.keep_mask(k, (4, 5, 6), 0.3))(key)
+  eager = prng.keep_mask(key, (4, 5, 6), 0.3)
+  jitted = jax.jit(lambda k: prng.keep_mask(k, (4, 5, 6), 0.3))(key)
   np.testing.assert_array_equal(eager, jitted)
-  assert not np.array_equal(eager, hashed.keep_mask(jax.random.key(12), (4, 5, 6), 0.3))
+  assert not np.array_equal(eager, prng.keep_mask(jax.random.key(12), (4, 5, 6), 0.3))
 
 
 def test_dropout_values_and_gradient_under_remat():
   x = jnp.linspace(0.5, 2.0, 4096).reshape(64, 64)
   key = jax.random.key(5)
   out = hashed.dropout(x, 0.25, key)
-  keep = np.asarray(hashed.keep_mask(key, x.shape, 0.25))
+  keep = np.asarray(prng.keep_mask(key, x.shape, 0.25))
   np.testing.assert_allclose(out, np.where(keep, np.asarray(x) / 0.75, 0.0), rtol=1e-6)
   # The expectation is preserved.
   assert abs(float(jnp.mean(hashed.dropout(jnp.ones((512, 512)), 0.25, key))) - 1) < 0.01
@@ -76,11 +77,11 @@ def test_hashed_key_streams_are_independent():
   (fold-in of the module path, split under vmap) keep the rate and are independent."""
   rate = 0.5
   tol = 6 * np.sqrt(0.25 * 0.75 / np.prod(SHAPE))
-  root = hashed.hashed_key(jax.random.key(9))
-  assert jax.random.key_impl(root) == hashed.HASH_IMPL
+  root = prng.hashed_key(jax.random.key(9))
+  assert jax.random.key_impl(root) == prng.HASH_IMPL
   folded = [jax.random.fold_in(root, i) for i in (0, 1, 2 ** 31 + 1)]
   split = list(jax.random.split(root, 2))
-  masks = [np.asarray(hashed.keep_mask(k, SHAPE, rate)).reshape(-1) for k in folded + split]
+  masks = [np.asarray(prng.keep_mask(k, SHAPE, rate)).reshape(-1) for k in folded + split]
   for i, a in enumerate(masks):
     assert abs(a.mean() - (1 - rate)) < tol
     for b in masks[i + 1:]:
@@ -98,7 +99,7 @@ def test_children_of_a_zero_key_draw_uniform_first_elements():
   """Regression: children of ``hashed_key(PRNGKey(0))`` (key words 0, 0; flax's param
   and dropout streams are such children) once drew bits 0 at index 0 (initial weights at
   the truncation bound)."""
-  root = hashed.hashed_key(jax.random.PRNGKey(0))
+  root = prng.hashed_key(jax.random.PRNGKey(0))
   n = 4096
   folded = jax.vmap(lambda i: jax.random.fold_in(root, i))(jnp.arange(n))
   children = {"fold_in": folded, "split": jax.random.split(root, n)}
@@ -125,8 +126,8 @@ def test_hashed_keys_compile_without_threefry_loops():
   hlo = lambda key: jax.jit(lambda k: Stack().apply({}, x, rngs={"dropout": k})).lower(
       key).compile().as_text()
   assert hlo(jax.random.key(0)).count(" while(") >= 3
-  assert hlo(hashed.hashed_key(jax.random.key(0))).count(" while(") == 0
-  out = Stack().apply({}, x, rngs={"dropout": hashed.hashed_key(jax.random.key(0))})
+  assert hlo(prng.hashed_key(jax.random.key(0))).count(" while(") == 0
+  out = Stack().apply({}, x, rngs={"dropout": prng.hashed_key(jax.random.key(0))})
   assert set(np.unique(out)) <= {0.0, 8.0} and 0 < np.count_nonzero(out) < x.size
 
 
@@ -167,7 +168,7 @@ def test_attend_views_gradient_matches_autodiff():
   visible = visible.at[0, 0].set(False)  # a point no view sees: uniform weights
   logits = jnp.where(visible, logits, vt._MASKED_LOGIT)
   value = jax.random.normal(kv, (2, 5, 6, 8))
-  scale = jnp.where(hashed.keep_mask(kd, logits.shape, 0.25), 1 / 0.75, 0.0)
+  scale = jnp.where(prng.keep_mask(kd, logits.shape, 0.25), 1 / 0.75, 0.0)
   dx = jax.random.normal(kg, (2, 5, 8))
 
   def plain(lg, v):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews, project_and_sample
 from movenerf.geometry.importance import fine_depths
-from movenerf.nn import dropout
+from movenerf.nn import prng
 from movenerf.models.gnt.network import GNTNet
 from movenerf.models.gnt.resunet import ResUNet
 from movenerf.moe.config import MoEConfig
@@ -194,7 +194,7 @@ def init_variables(model: GNTModel, rng: jax.Array) -> dict[str, Any]:
   ``init`` also sows are dropped, they are outputs, not state).
 
   The parameters are a deterministic function of ``rng``, drawn through a hashed key
-  (:func:`dropout.hashed_key`): with threefry keys, the CPU program has one while loop
+  (:func:`prng.hashed_key`): with threefry keys, the CPU program has one while loop
   per parameter (348 for the reference model) and took 13.6 s to compile on the 2-core
   CPU, against 8.3 s with none. The initialisers' distributions are unchanged.
 
@@ -205,6 +205,6 @@ def init_variables(model: GNTModel, rng: jax.Array) -> dict[str, Any]:
   from movenerf import testing  # pylint: disable=import-outside-toplevel
   model = GNTModel(dataclasses.replace(model.config, dtype="float32", feature_dtype="float32"))
   rays, target, sources = testing.dummy_inputs(2, 32, 32, 4)
-  init = jax.jit(lambda key: model.init(dropout.hashed_key(key), rays, target, sources, 2.0,
+  init = jax.jit(lambda key: model.init(prng.hashed_key(key), rays, target, sources, 2.0,
                                         6.0)["params"])
   return {"params": init(rng)}
