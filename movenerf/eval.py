@@ -21,7 +21,11 @@ from ml_collections import config_flags
 
 from movenerf.evaluation import evaluate as evaluation
 from movenerf.models import registry
+from movenerf.models.family import ModelFamily
+from movenerf.models.gnt import official_checkpoint
+from movenerf.models.gnt.family import GNTFamily
 from movenerf.models.gnt.model import GNTModel
+from movenerf.train import WEIGHT_FILE_SUFFIXES
 from movenerf.training import checkpoint
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _OUT = None  # defined by _define_flags() when run as a program
@@ -38,18 +42,17 @@ def _define_flags() -> None:
   _OUT = flags.DEFINE_string("out", None, "output folder (default WORKDIR/eval)")
 
 
-def load_model(config, source: str):
-  """(model, params) from a run folder or an official checkpoint file."""
-  if source.endswith((".pth", ".npz", ".pt")):
-    from movenerf.models.gnt import official_checkpoint  # pylint: disable=g-import-not-at-top
+def load_model(config, source: str) -> tuple[ModelFamily, dict]:
+  """(model family, params) from a run folder or an official GNT checkpoint file (whose
+  architecture is read from the file; the config gives the sampling)."""
+  if source.endswith(WEIGHT_FILE_SUFFIXES):
     m = config.model
     model_cfg, variables = official_checkpoint.load_official_checkpoint(
         source, num_samples=m.num_samples, num_importance=m.num_importance,
         inverse_depth=m.inverse_depth)
-    return GNTModel(model_cfg), variables["params"]
+    return GNTFamily(GNTModel(model_cfg)), variables["params"]
   params, _ = checkpoint.restore_params(source)
-  model = registry.build_model(config.model)
-  return model, jax.tree.map(np.asarray, params)
+  return registry.build(config.model), jax.tree.map(np.asarray, params)
 
 
 def main(argv):

@@ -34,12 +34,19 @@ import numpy as np
 from ml_collections import config_flags
 
 from movenerf import sharding
-from movenerf.evaluation import visualize
 from movenerf.data import pipeline
-from movenerf.models import registry
-from movenerf.training import checkpoint, optim
 from movenerf.data import sources as train_data
+from movenerf.evaluation import evaluate as evaluation
+from movenerf.evaluation import visualize
+from movenerf.image import metrics
+from movenerf.models import registry
+from movenerf.models.family import ModelFamily
+from movenerf.training import checkpoint, optim
+from movenerf.training import state as train_state
 from movenerf.training import step as train_step
+
+# init_from files in another code base's format (anything else is a movenerf run).
+WEIGHT_FILE_SUFFIXES = (".pth", ".npz", ".pt")
 
 _CONFIG = _WORKDIR = None  # defined by _define_flags() when run as a program
 
@@ -54,31 +61,25 @@ def _define_flags() -> None:
                                  "checkpoints)", required=True)
 
 
-def build_model(config):
-  """The model of ``config.model`` (GNT / GNT-MoVE, or Decoupling-NeRF by ``name``)."""
-  return registry.build_model(config.model)
+def build_model(config) -> ModelFamily:
+  """The model family of ``config.model`` (GNT / GNT-MoVE, or Decoupling-NeRF by ``name``)."""
+  return registry.build(config.model)
 
 
-def initial_params(config, model) -> Any:
-  """Random init, or ``config.init_from``: a movenerf run, or official GNT weights;
-  ``config.upcycle`` turns dense weights into MoVE experts."""
-  params = registry.init_params(model, jax.random.PRNGKey(config.seed))
+def initial_params(config, family: ModelFamily) -> Any:
+  """Random init, or ``config.init_from``: a movenerf run, or another code base's weights
+  (official GNT ``.pth`` / ``.npz``); ``config.upcycle`` turns dense weights into MoVE
+  experts."""
+  params = family.init_params(jax.random.PRNGKey(config.seed))
   src = config.init_from
   if not src:
     return params
-  if registry.is_decoupled(model) and (config.upcycle or
-                                       src.endswith((".pth", ".npz", ".pt"))):
-    raise ValueError(f"init_from={src} with upcycle={config.upcycle}: Decoupling-NeRF "
-                     "starts only from a movenerf run of the same model")
-  if src.endswith((".pth", ".npz", ".pt")):
-    from movenerf.models.gnt import official_checkpoint  # pylint: disable=g-import-not-at-top
-    _, variables = official_checkpoint.load_official_checkpoint(src)
-    loaded = variables["params"]
+  if src.endswith(WEIGHT_FILE_SUFFIXES):
+    loaded = family.import_params(src)
   else:
     loaded, _ = checkpoint.restore_params(src)
   if config.upcycle:
-    from movenerf.models.gnt.upcycle import upcycle  # pylint: disable=g-import-not-at-top
-    return upcycle(loaded, params)
+    return family.upcycle(loaded, params)
   if jax.tree.structure(loaded) != jax.tree.structure(params):
     raise ValueError(f"init_from={src}: its parameters do not match the configured model "
                      "(set upcycle=true to start MoVE from a dense model)")
@@ -129,7 +130,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     jax.distributed.initialize()
   is_chief = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
-  model = build_model(config)
+  family = build_model(config)
   mesh = sharding.make_mesh(expert=config.train.mesh_expert)
   spec = pipeline.ExampleSpec.from_config(config.data.example.to_dict())
   sources, weights = train_data.make_sources(config.data.train)
@@ -138,8 +139,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   tx = optim.make_optimizer(config.optim)
   lr_fns = optim.learning_rate_fns(config.optim)
 
-  params = initial_params(config, model)
-  state, shardings = train_step.create_state(params, tx, config.seed, mesh)
+  params = initial_params(config, family)
+  state, shardings = train_state.create_state(params, tx, config.seed, mesh)
   del params
   mngr = checkpoint.manager(workdir, config.train.keep_checkpoints,
                             config.train.async_checkpoints)
@@ -154,9 +155,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
       maker, config.data.global_batch, num_workers=config.data.num_workers,
       process_index=jax.process_index(), process_count=jax.process_count(),
       state=data_state or None)
-  step_fn = train_step.make_train_step(model, tx, config.loss, image_hw, mesh, shardings,
-                                       sub_chunk=config.train.sub_chunk,
-                                       remat=config.train.remat)
+  step_fn = train_step.make_train_step(family, tx, config.loss, image_hw, mesh, shardings,
+                                       sub_chunk=config.train.sub_chunk)
 
   writer = None
   if is_chief:
@@ -204,7 +204,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    if scalars["skipped_updates"] else ""), flush=True)
           _write_scalars(writer, workdir, step, scalars)
       if validation is not None and step % config.train.image_every == 0:
-        _log_validation(writer, model, state.params, validation, step, config)
+        _log_validation(writer, family, state.params, validation, step, config)
       stop = preempt.requested or (config.train.max_minutes > 0 and
                                    time.perf_counter() - t_start > 60 * config.train.max_minutes)
       if step % config.train.checkpoint_every == 0 or step == num_steps or stop:
@@ -221,8 +221,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
   result = {"train": last_logged, "step": step}
   if config.eval.at_end and step >= num_steps:
-    from movenerf.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-    result["eval"] = evaluation.run_eval(config, model, jax.device_get(state.params),
+    result["eval"] = evaluation.run_eval(config, family, jax.device_get(state.params),
                                          os.path.join(workdir, "eval"))
   return result
 
@@ -246,9 +245,9 @@ def _validation_view(config) -> Optional[dict]:
                                      image_size=config.eval.get("image_size")), None)
 
 
-def _log_validation(writer, model, params, ex: dict, step: int, config) -> None:
-  from movenerf.evaluation import evaluate as evaluation  # pylint: disable=g-import-not-at-top
-  out = evaluation.render_example(model, {"params": jax.device_get(params)}, ex,
+def _log_validation(writer, family: ModelFamily, params, ex: dict, step: int,
+                    config) -> None:
+  out = evaluation.render_example(family, {"params": jax.device_get(params)}, ex,
                                   config.eval.chunk_size)
   gt = ex["tgt_image"].astype(np.float32) / 255.0
   panels = evaluation.panels(out, ex)
@@ -257,7 +256,7 @@ def _log_validation(writer, model, params, ex: dict, step: int, config) -> None:
   writer.add_image("val/depth", panels["depth"], step, dataformats="HWC")
   if "experts" in panels:
     writer.add_image("val/experts", panels["experts"], step, dataformats="HWC")
-  writer.add_scalar("val/psnr", visualize.psnr(out["rgb"], gt), step)
+  writer.add_scalar("val/psnr", metrics.psnr(out["rgb"], gt), step)
   writer.flush()
 
 

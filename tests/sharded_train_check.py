@@ -20,6 +20,7 @@ from movenerf import train as train_main  # noqa: E402
 from movenerf.data import pipeline  # noqa: E402
 from movenerf.data import sources as train_data  # noqa: E402
 from movenerf.training import optim  # noqa: E402
+from movenerf.training import state as train_state  # noqa: E402
 from movenerf.training import step as train_step  # noqa: E402
 
 
@@ -29,11 +30,10 @@ def config(move: bool):
   # and -1e-9 on the other become updates of +lr and -lr. A large eps makes the update
   # proportional to the gradient, so parameter differences measure gradient differences.
   c.optim.eps = 1.0
-  # GNT-MoVE trains its 32-ray examples in two slices, each with its own backward pass
-  # (and its pairs' share of the consistency loss): vmapped over the
-  # examples on the mesh, one example after the other on one device. (Per-example
-  # feature-net gradients, vmapped over the split batch, once failed this check.)
-  c.train.sub_chunk = 16 if move else 0
+  # Whole examples in one jitted program on both meshes (the per-slice host loop runs on
+  # one CPU device only): vmapped over the examples on the mesh, one example after the
+  # other on one device.
+  c.train.sub_chunk = 0
   return c
 
 
@@ -45,7 +45,7 @@ def run(move: bool, mesh: Mesh, batches: list) -> tuple[list, dict, dict]:
   initial = jax.device_get(params)
   losses = []
   with jax.set_mesh(mesh):
-    state, shardings = train_step.create_state(params, tx, 0, mesh)
+    state, shardings = train_state.create_state(params, tx, 0, mesh)
     fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
                                     sub_chunk=c.train.sub_chunk)
     for batch in batches:

@@ -17,7 +17,7 @@ from movenerf.image import metrics  # noqa: E402
 from movenerf import sharding  # noqa: E402
 from movenerf import train as train_main  # noqa: E402
 from movenerf.training import checkpoint, optim  # noqa: E402
-from movenerf.training import step as train_step  # noqa: E402
+from movenerf.training import state as train_state  # noqa: E402
 
 
 def test_eval_writes_every_promised_file(tmp_path):
@@ -29,7 +29,7 @@ def test_eval_writes_every_promised_file(tmp_path):
   run = tmp_path / "run"
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(c.optim)
-  state, _ = train_step.create_state(params, tx, 0, mesh)
+  state, _ = train_state.create_state(params, tx, 0, mesh)
   mngr = checkpoint.manager(str(run), keep=1)
   checkpoint.save(mngr, 0, state, {}, c.to_dict(), force=True)
   mngr.wait_until_finished()

@@ -19,6 +19,7 @@ from movenerf import sharding
 from movenerf.data import pipeline
 from movenerf.training import checkpoint, optim
 from movenerf.data import sources as train_data
+from movenerf.training import state as train_state
 from movenerf.training import step as train_step
 from movenerf import train as train_main
 
@@ -142,7 +143,7 @@ def _one_device_setup(move=False, sub_chunk=0):
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(c.optim)
   params = train_main.initial_params(c, model)
-  state, shardings = train_step.create_state(params, tx, 0, mesh)
+  state, shardings = train_state.create_state(params, tx, 0, mesh)
   sources, weights = train_data.make_sources(c.data.train)
   maker = pipeline.ExampleMaker(sources, weights,
                                 pipeline.ExampleSpec.from_config(c.data.example.to_dict()))

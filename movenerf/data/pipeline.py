@@ -39,9 +39,8 @@ from typing import Any, Mapping, Optional, Sequence
 import grain
 from absl import flags
 import numpy as np
-from PIL import Image
 
-from movenerf.data import samplers, views
+from movenerf.data import images, samplers, views
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,16 +89,6 @@ class ExampleSpec:
     if d.get("source_size") is not None:
       d["source_size"] = tuple(int(x) for x in d["source_size"])
     return cls(**d)
-
-
-def resize_image(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-  """[H, W, 3] uint8 -> [hw[0], hw[1], 3] uint8."""
-  if image.shape[:2] == tuple(hw):
-    return image
-  # Box filter when shrinking (no aliasing), bilinear when enlarging.
-  shrink = hw[0] <= image.shape[0] and hw[1] <= image.shape[1]
-  method = Image.Resampling.BOX if shrink else Image.Resampling.BILINEAR
-  return np.asarray(Image.fromarray(image).resize((hw[1], hw[0]), method))
 
 
 class ExampleMaker:
@@ -188,7 +177,7 @@ class ExampleMaker:
       mask, mode = target.masks[0], "uniform"
     if mode == "image":
       if spec.source_size is not None and tuple(spec.source_size) != (h, w):
-        tgt_image = resize_image(tgt_image, spec.source_size)
+        tgt_image = images.resize_image(tgt_image, spec.source_size)
         tgt_k = samplers.scale_intrinsics_for(tgt_k, (h, w), spec.source_size)
         h, w = spec.source_size
       flat, pairs = np.arange(h * w), np.zeros((0, 2), np.int32)
@@ -203,7 +192,7 @@ class ExampleMaker:
     src_images = sources.images
     src_k = pool.intrinsics[chosen]
     if spec.source_size is not None and tuple(spec.source_size) != (pool.height, pool.width):
-      src_images = np.stack([resize_image(im, spec.source_size) for im in src_images])
+      src_images = np.stack([images.resize_image(im, spec.source_size) for im in src_images])
       src_k = samplers.scale_intrinsics_for(src_k, (pool.height, pool.width),
                                             spec.source_size)
     near, far = _depth_range(tgt_cams, t, pool, chosen)
@@ -352,23 +341,17 @@ def eval_examples(source: views.ViewSource, num_source_views: int = 10,
       yield ex
 
 
-def _resize_nearest(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-  rows = (np.arange(hw[0]) + 0.5) * image.shape[0] / hw[0]
-  cols = (np.arange(hw[1]) + 0.5) * image.shape[1] / hw[1]
-  return image[rows.astype(int)][:, cols.astype(int)]
-
-
 def _resize_example(ex: dict, hw: tuple[int, int]) -> dict:
   """An evaluation example with every image resized to ``hw`` and intrinsics scaled."""
   th, tw = ex["tgt_image"].shape[:2]
   sh, sw = ex["src_images"].shape[1:3]
   ex = dict(ex)
-  ex["tgt_image"] = resize_image(ex["tgt_image"], hw)
+  ex["tgt_image"] = images.resize_image(ex["tgt_image"], hw)
   ex["tgt_intrinsics"] = samplers.scale_intrinsics_for(ex["tgt_intrinsics"], (th, tw), hw)
-  ex["src_images"] = np.stack([resize_image(im, hw) for im in ex["src_images"]])
+  ex["src_images"] = np.stack([images.resize_image(im, hw) for im in ex["src_images"]])
   ex["src_intrinsics"] = samplers.scale_intrinsics_for(ex["src_intrinsics"], (sh, sw), hw)
   for key in ("tgt_mask", "tgt_depth"):
     if key in ex:
-      ex[key] = _resize_nearest(ex[key], hw)
+      ex[key] = images.resize_nearest(ex[key], hw)
   return ex
 

@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Union
+from typing import Any, Mapping, Union
 
 import numpy as np
 
+from movenerf.data.formats import record
 from movenerf.geometry import cameras
-from movenerf.data.formats import record as readers
 
 KINDS = ("object", "forward")
 OBJECT_CAMERA_RADIUS = 4.0  # object cameras sit on this sphere ...
@@ -365,8 +365,9 @@ def make_scene(
 
 
 def make_record(seed: int, kind: str = "object", num_views: int = 20, height: int = 64,
-                width: int = 64, holdout_every: int = 8):
-  """Scene ``seed`` as a :class:`movenerf.data.formats.record.SceneRecord` (with depths and masks).
+                width: int = 64, holdout_every: int = 8) -> record.SceneRecord:
+  """Scene ``seed`` as a :class:`~movenerf.data.formats.record.SceneRecord` (with depths
+  and masks).
 
   Views ``0, holdout_every, 2 * holdout_every, ...`` form the "test" split and the rest
   "train", as in the LLFF hold-out protocol; ``holdout_every <= 0`` makes every view
@@ -376,7 +377,7 @@ def make_record(seed: int, kind: str = "object", num_views: int = 20, height: in
   split = np.full([num_views], "train", dtype="<U5")
   if holdout_every > 0:
     split[::holdout_every] = "test"
-  return readers.SceneRecord(
+  return record.SceneRecord(
       scene_id=scene.scene_id,
       images=scene.images,
       intrinsics=scene.intrinsics,
@@ -386,3 +387,23 @@ def make_record(seed: int, kind: str = "object", num_views: int = 20, height: in
       split=split,
       masks=scene.masks,
       depths=scene.depths)
+
+
+def generated_record(seed: int, options: Mapping[str, Any]) -> record.SceneRecord:
+  """Scene ``seed`` under the options of the "generated" dataset format.
+
+  Args:
+    seed: the scene's seed.
+    options: every key of :data:`movenerf.data.formats.registry.GENERATED_OPTIONS` (as
+      ``registry.parse_options("generated", ...)`` returns them); ``num_scenes`` and
+      ``first_seed`` are not used here. ``options["kind"]`` is "object", "forward" or
+      "mixed" (alternating by seed, even seeds object-centric).
+
+  Returns:
+    The scene's record, as :func:`make_record` makes it.
+  """
+  kind = options["kind"]
+  if kind == "mixed":
+    kind = KINDS[seed % len(KINDS)]
+  return make_record(seed, kind, options["num_views"], options["height"], options["width"],
+                     options["holdout_every"])

@@ -15,7 +15,8 @@ Contents
 * ``sample_pixels_with_pairs``: a ray batch in which some rays come in nearby
   pairs, for the MoVE router consistency loss
   (``movenerf.moe.losses.consistency_loss``).
-* ``downscale_image`` / ``scale_intrinsics_for``: image pyramids.
+* ``scale_intrinsics_for``: intrinsics of a resized image (the resizing itself is in
+  ``movenerf.data.images``).
 * ``depth_range``: one near/far range for a target and its sources.
 * ``MixtureSampler``: which dataset the next batch comes from, resumable.
 """
@@ -297,54 +298,8 @@ def sample_pixels_with_pairs(height: int, width: int, num_rays: int, rng: np.ran
 
 
 # --------------------------------------------------------------------------------------
-# Image pyramids.
+# Intrinsics of resized images.
 # --------------------------------------------------------------------------------------
-
-
-def downscale_image(image: np.ndarray, factor: int) -> np.ndarray:
-  """Downscales an image by an integer factor with an area (box) average.
-
-  When both sides are divisible by ``factor`` each output pixel is exactly the
-  mean of its ``factor x factor`` block (reshape-mean); otherwise Pillow's BOX
-  resize to ``(H // factor, W // factor)`` is used. uint8 results are rounded to
-  nearest; float inputs stay float.
-
-  Args:
-    image: [H, W, C] or [H, W] uint8 (or float) image.
-    factor: integer >= 1.
-  Returns:
-    [H // factor, W // factor(, C)] image of the input dtype.
-  """
-  image = np.asarray(image)
-  if int(factor) != factor or factor < 1:
-    raise ValueError(f"factor must be a positive integer, got {factor}")
-  factor = int(factor)
-  if image.ndim not in (2, 3):
-    raise ValueError(f"image must be [H, W] or [H, W, C], got {image.shape}")
-  if factor == 1:
-    return image.copy()
-  h, w = image.shape[:2]
-  nh, nw = h // factor, w // factor
-  if nh < 1 or nw < 1:
-    raise ValueError(f"factor {factor} too large for a {h}x{w} image")
-  if h % factor == 0 and w % factor == 0:
-    blocks = image.reshape((nh, factor, nw, factor) + image.shape[2:])
-    out = blocks.astype(np.float64).mean(axis=(1, 3))
-  else:
-    from PIL import Image  # pylint: disable=import-outside-toplevel
-
-    # One float channel at a time: Pillow's multi-channel modes are uint8 and
-    # limited to 3/4 channels.
-    chans = image[..., None] if image.ndim == 2 else image
-    out = np.stack([
-        np.asarray(Image.fromarray(chans[..., c].astype(np.float32), mode="F").resize(
-            (nw, nh), Image.Resampling.BOX)) for c in range(chans.shape[-1])
-    ], axis=-1).astype(np.float64)
-    if image.ndim == 2:
-      out = out[..., 0]
-  if image.dtype == np.uint8:
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-  return out.astype(image.dtype)
 
 
 def scale_intrinsics_for(intrinsics, old_hw, new_hw) -> np.ndarray:

@@ -10,6 +10,10 @@ A dataset entry of a config (``config.data.train.<name>``, ``config.data.eval.<n
   scenes   comma-separated scene folder names ("" = all)
   options  reader / generator options (as for the build command)
   weight   mixture weight in training
+
+Generated scenes and reader formats import no TensorFlow Datasets: formats come from
+:mod:`movenerf.data.formats.registry`, and a "tfds" entry's
+:class:`~movenerf.data.views.TfdsSource` imports it only when it first reads images.
 """
 
 from __future__ import annotations
@@ -17,9 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-from movenerf.data.formats import record as readers
-from movenerf.data import views
-from movenerf.data.tfds import builders
+from movenerf.data import procedural, views
+from movenerf.data.formats import registry
 
 _ENTRY_KEYS = {"format", "path", "scenes", "options", "weight"}
 
@@ -39,17 +42,17 @@ def make_source(name: str, entry: Mapping) -> views.ViewSource:
   scenes = [s for s in str(entry.get("scenes") or "").split(",") if s]
   if fmt == "tfds":
     return views.TfdsSource(Path(entry["path"]).expanduser())
-  opts = builders.parse_options(fmt, options)
-  if fmt == builders.GENERATED:
+  opts = registry.parse_options(fmt, options)
+  if fmt == registry.GENERATED:
     if opts["num_scenes"] < 1:
       raise ValueError(f"dataset {name!r}: empty scene list (num_scenes={opts['num_scenes']})")
     seeds = range(opts["first_seed"], opts["first_seed"] + opts["num_scenes"])
-    return views.RecordSource([builders.generated_record(s, opts) for s in seeds], name)
+    return views.RecordSource([procedural.generated_record(s, opts) for s in seeds], name)
   if not entry.get("path"):
     raise ValueError(f"dataset {name!r}: format {fmt!r} needs a path")
-  dirs = builders.find_scenes(builders.FORMATS[fmt], Path(entry["path"]).expanduser(),
+  dirs = registry.find_scenes(registry.FORMATS[fmt], Path(entry["path"]).expanduser(),
                               scenes or None)
-  return views.RecordSource([readers.read_scene(fmt, d, **opts) for d in dirs], name)
+  return views.RecordSource([registry.read_scene(fmt, d, **opts) for d in dirs], name)
 
 
 def make_sources(group: Mapping) -> tuple[dict, dict]:

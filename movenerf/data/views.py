@@ -25,7 +25,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-from movenerf.data.formats import record as readers
+from movenerf.data.formats import record
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -80,7 +80,7 @@ class SceneCameras:
         view_ids=np.asarray(d["view_ids"], np.int64).reshape(-1))
 
   @classmethod
-  def from_record(cls, rec: readers.SceneRecord, split: str) -> "SceneCameras":
+  def from_record(cls, rec: record.SceneRecord, split: str) -> "SceneCameras":
     idx = rec.split_indices(split)
     return cls(rec.scene_id, rec.height, rec.width, rec.intrinsics[idx], rec.c2w[idx],
                rec.near[idx], rec.far[idx], idx.astype(np.int64))
@@ -153,7 +153,7 @@ class RecordSource(ViewSource):
     ValueError: no records, or repeated scene ids.
   """
 
-  def __init__(self, records: Sequence[readers.SceneRecord], name: str = "records"):
+  def __init__(self, records: Sequence[record.SceneRecord], name: str = "records"):
     if not records:
       raise ValueError(f"{name}: empty scene list")
     ids = [r.scene_id for r in records]
@@ -166,8 +166,8 @@ class RecordSource(ViewSource):
 
   def splits(self) -> tuple[str, ...]:
     present = {str(s) for r in self._records.values() for s in np.unique(r.split)}
-    return tuple(s for s in readers.SPLIT_NAMES if s in present) + tuple(
-        sorted(present - set(readers.SPLIT_NAMES)))
+    return tuple(s for s in record.SPLIT_NAMES if s in present) + tuple(
+        sorted(present - set(record.SPLIT_NAMES)))
 
   def scenes(self, split: str) -> list[SceneCameras]:
     out = []
@@ -223,7 +223,11 @@ class TfdsSource(ViewSource):
 
   def _data_sources(self):
     if self._sources is None:
-      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (slow import)
+      # TensorFlow Datasets is an optional heavy dependency (seconds to import) that only a
+      # built dataset needs, and only once images are read: importing it here keeps it out
+      # of processes that use generated or reader-format sources (and out of TfdsSource's
+      # construction, which reads metadata.json alone).
+      import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
       self._sources = tfds.builder_from_directory(str(self.path)).as_data_source()
     return self._sources
 

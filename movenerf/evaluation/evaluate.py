@@ -24,17 +24,16 @@ from typing import Any, Callable, Optional
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf.evaluation import lpips as lpips_lib
-from movenerf.image import metrics as image_metrics
-from movenerf.evaluation import visualize
-from movenerf.geometry.cameras import Cameras
-from movenerf.data import pipeline
-from movenerf.geometry.epipolar import SourceViews
-from movenerf.models.decoupled import model as decoupled
-from movenerf.models import registry
-from movenerf.moe import expert_map
-from movenerf.models.gnt.render import render_image
+from movenerf.data import images, pipeline
 from movenerf.data import sources as train_data
+from movenerf.evaluation import lpips as lpips_lib
+from movenerf.evaluation import video, visualize
+from movenerf.geometry import camera_paths
+from movenerf.geometry.cameras import Cameras
+from movenerf.geometry.epipolar import SourceViews
+from movenerf.image import metrics as image_metrics
+from movenerf.models.family import ModelFamily
+from movenerf.moe import expert_map
 
 
 def example_cameras(ex: dict) -> tuple[Cameras, SourceViews]:
@@ -48,16 +47,13 @@ def example_cameras(ex: dict) -> tuple[Cameras, SourceViews]:
   return target, sources
 
 
-def render_example(model, variables, ex: dict, chunk_size: int) -> dict:
-  """Renders the whole target of an evaluation example: 'rgb' [H, W, 3], 'depth' [H, W]
-  (and 'experts' [H, W, L, E] for GNT-MoVE; Decoupling-NeRF's depth is the nominal
-  layer depth of ``decoupled.layer_depth``)."""
+def render_example(family: ModelFamily, variables, ex: dict, chunk_size: int) -> dict:
+  """Renders the whole target of an evaluation example with the family's renderer:
+  'rgb' [H, W, 3], 'depth' [H, W] (and 'experts' [H, W, L, E] for GNT-MoVE)."""
   target, sources = example_cameras(ex)
-  if registry.is_decoupled(model):
-    return decoupled.render_view(model, variables, sources.images, sources.cameras, target,
-                                 float(ex["near"]), float(ex["far"]))
-  return render_image(model, variables, target, sources, float(ex["near"]), float(ex["far"]),
-                      chunk_size)
+  render = family.renderer(variables, sources, float(ex["near"]), float(ex["far"]),
+                           chunk_size)
+  return render(target)
 
 
 def nearest_view(ex: dict) -> dict:
@@ -66,7 +62,7 @@ def nearest_view(ex: dict) -> dict:
   image = ex["src_images"][0]  # eval_examples ranks the sources best first
   hw = ex["tgt_image"].shape[:2]
   if image.shape[:2] != hw:
-    image = pipeline.resize_image(image, hw)
+    image = images.resize_image(image, hw)
   return {"rgb": image.astype(np.float32) / 255.0}
 
 
@@ -88,13 +84,13 @@ def panels(out: dict, ex: dict) -> dict:
   return result
 
 
-def evaluate_source(model, variables, name: str, source, cfg, out_dir: str,
+def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_dir: str,
                     lpips_fn=None, verbose: bool = True, scene_ids=None,
                     predict: Optional[Callable[[dict], dict]] = None) -> list[dict]:
   """Renders and scores every held-out view of one dataset; returns per-view rows.
 
   ``scene_ids`` limits the scenes; ``predict`` (example -> {'rgb', ...}) replaces
-  rendering with ``model`` (e.g. ``nearest_view``).
+  rendering with ``family`` (e.g. ``nearest_view``).
   """
   rows = []
   limit = cfg.max_views_per_scene or None
@@ -102,7 +98,7 @@ def evaluate_source(model, variables, name: str, source, cfg, out_dir: str,
                                          scene_ids=scene_ids, max_views_per_scene=limit,
                                          image_size=cfg.get("image_size")))
   if predict is None:
-    predict = lambda ex: render_example(model, variables, ex, cfg.chunk_size)
+    predict = lambda ex: render_example(family, variables, ex, cfg.chunk_size)
   start = time.perf_counter()
   for i, ex in enumerate(examples):
     out = predict(ex)
@@ -159,7 +155,7 @@ def format_table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def run_eval(config, model, params: Any, out_dir: str, verbose: bool = True) -> dict:
+def run_eval(config, family: ModelFamily, params: Any, out_dir: str, verbose: bool = True) -> dict:
   """Evaluates ``params`` on every dataset of ``config.data.eval``; writes everything the
   module docstring lists and returns the summary (without the per-view rows)."""
   os.makedirs(out_dir, exist_ok=True)
@@ -169,12 +165,12 @@ def run_eval(config, model, params: Any, out_dir: str, verbose: bool = True) -> 
   sources = {}
   for name in sorted(config.data.eval.keys()):
     sources[name] = train_data.make_source(name, config.data.eval[name])
-    rows += evaluate_source(model, variables, name, sources[name], config.eval, out_dir,
+    rows += evaluate_source(family, variables, name, sources[name], config.eval, out_dir,
                             lpips_fn, verbose)
   summary = summarize(rows)
   summary["lpips_weights"] = config.eval.lpips_weights or None
   if config.eval.video_frames > 0 and sources:
-    summary["video"] = _video(config, model, variables, next(iter(sources.values())),
+    summary["video"] = _video(config, family, variables, next(iter(sources.values())),
                               os.path.join(out_dir, "video.mp4"), verbose)
   tmp = os.path.join(out_dir, "metrics.json.tmp")
   with open(tmp, "w") as f:
@@ -188,10 +184,9 @@ def run_eval(config, model, params: Any, out_dir: str, verbose: bool = True) -> 
   return {k: v for k, v in summary.items() if k != "views"}
 
 
-def _video(config, model, variables, source, path: str, verbose: bool) -> Optional[str]:
+def _video(config, family: ModelFamily, variables, source, path: str,
+           verbose: bool) -> Optional[str]:
   """RGB | depth video along a camera path around the first evaluation scene."""
-  from movenerf.geometry import camera_paths  # pylint: disable=g-import-not-at-top
-  from movenerf.evaluation import video  # pylint: disable=g-import-not-at-top
   cams = source.scenes("train")[0]
   ex = next(pipeline.eval_examples(source, config.eval.num_source_views,
                                    scene_ids=[cams.scene_id],
@@ -199,7 +194,7 @@ def _video(config, model, variables, source, path: str, verbose: bool) -> Option
   target, sources = example_cameras(ex)
   path_c2w = camera_paths.auto_path(cams.c2w, float(cams.near.min()), float(cams.far.max()),
                                     config.eval.video_frames)
-  return video.render_video(model, variables, sources, np.asarray(ex["tgt_intrinsics"]),
+  return video.render_video(family, variables, sources, np.asarray(ex["tgt_intrinsics"]),
                             path_c2w, target.height, target.width, float(ex["near"]),
                             float(ex["far"]), config.eval.chunk_size, path,
                             fps=config.eval.video_fps, progress=verbose)

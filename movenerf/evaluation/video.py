@@ -21,14 +21,10 @@ import imageio_ffmpeg
 import jax.numpy as jnp
 import numpy as np
 
+from movenerf.evaluation.visualize import colorize, to_uint8
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
-from movenerf.models.decoupled import model as decoupled
-from movenerf.models import registry
-from movenerf.models.gnt.model import GNTModel
-from movenerf.geometry.rays import image_rays
-from movenerf.models.gnt.render import encode_sources, render_rays_chunked
-from movenerf.evaluation.visualize import colorize, to_uint8
+from movenerf.models.family import ModelFamily
 
 
 def _frame_uint8(frame, index: int, size: tuple[int, int] | None) -> np.ndarray:
@@ -222,18 +218,18 @@ def depth_scale(depths, percentiles: tuple[float, float] = (1.0, 99.0)) -> tuple
   return lo, hi
 
 
-def render_video(model: GNTModel, variables, sources: SourceViews, intrinsics, path_c2w,
+def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsics, path_c2w,
                  height: int, width: int, near: float, far: float, chunk_size: int,
                  out_path: str, fps: float = 24, progress: bool = True,
                  depth_range: tuple[float, float] | None = None) -> str:
   """Renders every camera of a path and writes an RGB | depth MP4.
 
-  The source views are encoded once for the whole video; each frame then renders its
-  H * W rays in chunks (``render.render_rays_chunked``, one compilation for all frames).
+  The family's renderer encodes the source views once for the whole video and renders
+  each frame (GNT: its H * W rays in chunks of one compiled program).
   Depth colours use one scale for the whole video, so that they do not flicker.
 
   Args:
-    model, variables: a GNT (or Decoupling-NeRF) model and its variables.
+    family, variables: a model family (:mod:`movenerf.models.family`) and its variables.
     sources: V source views.
     intrinsics: [3, 3] for every frame, or [F, 3, 3].
     path_c2w: [F, 4, 4] camera-to-world matrices (e.g. from ``movenerf.geometry.camera_paths``).
@@ -266,15 +262,7 @@ def render_video(model: GNTModel, variables, sources: SourceViews, intrinsics, p
                                       and depth_range[1] > depth_range[0]):
     raise ValueError(f"depth_range must be finite (lo, hi) with hi > lo, got {depth_range}")
 
-  if registry.is_decoupled(model):
-    # One compiled call renders a whole frame; the model needs frames of the source size.
-    render_frame = lambda camera: decoupled.render_view(
-        model, variables, sources.images, sources.cameras, camera, near, far)
-  else:
-    featmaps = encode_sources(model, variables, sources.images)
-    render_frame = lambda camera: render_rays_chunked(
-        model, variables, image_rays(camera), camera, sources, near, far, chunk_size,
-        featmaps=featmaps)
+  render_frame = family.renderer(variables, sources, near, far, chunk_size)
   rgbs, depths = [], []
   start = time.perf_counter()
   for i in range(num_frames):

@@ -59,9 +59,3 @@ def contact_sheet(images: list[np.ndarray], columns: int = 5, pad: int = 2) -> n
     y, x = pad + r * (h + pad), pad + c * (w + pad)
     sheet[y:y + h, x:x + w] = np.asarray(img, np.float32)[..., :3]
   return sheet
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-  """Peak signal-to-noise ratio in dB of images in [0, 1]."""
-  mse = float(np.mean((np.clip(a, 0, 1) - np.clip(b, 0, 1)) ** 2))
-  return float("inf") if mse == 0 else -10.0 * np.log10(mse)

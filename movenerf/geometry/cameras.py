@@ -162,3 +162,17 @@ def look_at(eye, target, up=(0.0, 0.0, 1.0)) -> np.ndarray:
   c2w[:3, :3] = np.stack([x, y, z], axis=1)
   c2w[:3, 3] = eye
   return c2w
+
+
+def ring_cameras(num_views: int, height: int, width: int, radius: float = 4.0,
+                 elevation_deg: float = 25.0) -> Cameras:
+  """V cameras on a ring around the origin, looking at it (z up), focal length = width."""
+  focal = 1.0 * width
+  k = pinhole_intrinsics(focal, focal, (width - 1) / 2, (height - 1) / 2)
+  el = np.deg2rad(elevation_deg)
+  c2w = []
+  for az in np.linspace(0, 2 * np.pi, num_views, endpoint=False):
+    eye = radius * np.array([np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)])
+    c2w.append(look_at(eye, np.zeros(3)))
+  return Cameras(jnp.asarray(np.stack([k] * num_views)), jnp.asarray(np.stack(c2w)),
+                 height, width)

@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf.evaluation import visualize
 
 # scikit-image's SSIM constants (Wang et al. 2004 with skimage's window truncation).
 SSIM_SIGMA = 1.5
@@ -38,7 +37,7 @@ SSIM_K2 = 0.03
 def psnr(pred: Any, gt: Any) -> float:
   """PSNR in dB of images in [0, 1] (both clipped), over all pixels and channels.
 
-  Same semantics as `movenerf.evaluation.visualize.psnr`: identical images give ``+inf``.
+  Identical images give ``+inf``.
 
   Args:
     pred: [..., H, W, C] prediction.
@@ -50,7 +49,13 @@ def psnr(pred: Any, gt: Any) -> float:
   pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
   if pred.shape != gt.shape:
     raise ValueError(f"psnr: shapes differ: {pred.shape} vs {gt.shape}")
-  return visualize.psnr(pred, gt)
+  mse = float(np.mean((np.clip(pred, 0, 1) - np.clip(gt, 0, 1)) ** 2))
+  return float("inf") if mse == 0 else float(mse_to_psnr(mse))
+
+
+def mse_to_psnr(mse):
+  """PSNR in dB of images in [0, 1] whose mean squared error is ``mse`` (traceable)."""
+  return -10.0 * jnp.log10(mse) if isinstance(mse, jax.Array) else -10.0 * np.log10(mse)
 
 
 def _gaussian_taps(sigma: float, truncate: float) -> np.ndarray:

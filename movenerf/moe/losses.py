@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.stats import norm
 
 from movenerf.moe.router import RouterOutput
@@ -122,6 +123,5 @@ def consistency_loss(probs: jnp.ndarray, points: jnp.ndarray, pairs: jnp.ndarray
 
 def reference_pairs(close_inds) -> jnp.ndarray:
   """Pairs of the released code: ray i with ray i - 1 wherever close_inds[i] != 0."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   rows = [(i, i - 1) for i, c in enumerate(np.asarray(close_inds)) if c != 0]
   return jnp.asarray(np.array(rows, np.int32).reshape(-1, 2))

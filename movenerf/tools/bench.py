@@ -59,15 +59,17 @@ import ml_collections
 import numpy as np
 
 from movenerf import sharding
-from movenerf.geometry.cameras import Cameras
 from movenerf.data import pipeline, procedural
+from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
-from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
-from movenerf.moe.config import MoEConfig
 from movenerf.geometry.rays import image_rays
+from movenerf.models.gnt.family import GNTFamily
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.models.gnt.render import default_sub_chunk, encode_sources, render_chunk
+from movenerf.moe.config import MoEConfig
 from movenerf.training import optim
 from movenerf.training import slice_loop
+from movenerf.training import state as train_state
 from movenerf.training import step as train_step
 
 
@@ -257,14 +259,14 @@ def _train_batch(num_views: int, size: int, rays: int) -> dict:
 
 
 def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: int = 512,
-                  sub_chunk: int | None = None, remat: bool = False,
-                  params=None, start: bool = True, host_loop: bool | None = None) -> Prepared:
+                  sub_chunk: int | None = None, params=None, start: bool = True,
+                  host_loop: bool | None = None) -> Prepared:
   """Builds, compiles and (with ``start``) warms up the full train step on one example
   of ``rays`` rays (``params``: the starting parameters, default a fresh
   initialisation; ``host_loop``: see ``training.step.make_train_step``)."""
-  model = GNTModel(config)
+  family = GNTFamily(GNTModel(config))
   if params is None:
-    params = init_variables(model, jax.random.PRNGKey(0))["params"]
+    params = family.init_params(jax.random.PRNGKey(0))
   opt_cfg = ml_collections.ConfigDict(dict(
       name="adam", lr_feature=1e-3, lr_transformer=5e-4, decay_steps=0, decay_rate=0.5,
       b1=0.9, b2=0.999, eps=1e-8, clip_norm=0.0, accumulate_steps=1))
@@ -276,9 +278,9 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
   if sub_chunk is None:
     sub_chunk = default_train_sub_chunk()
   with jax.set_mesh(mesh):
-    state, shardings = train_step.create_state(params, tx, 0, mesh)
-    step_fn = train_step.make_train_step(model, tx, loss_cfg, (size, size), mesh, shardings,
-                                         sub_chunk=sub_chunk, remat=remat, host_loop=host_loop)
+    state, shardings = train_state.create_state(params, tx, 0, mesh)
+    step_fn = train_step.make_train_step(family, tx, loss_cfg, (size, size), mesh, shardings,
+                                         sub_chunk=sub_chunk, host_loop=host_loop)
     batch = pipeline.to_device_batch(_train_batch(num_views, size, rays), mesh)
     begin = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
@@ -293,7 +295,7 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
     prepared.figures["train_first_step_s"] = prepared.warm_up()
 
   prepared = Prepared(run, {"train_rays": rays, "train_sub_chunk": sub_chunk,
-                            "train_remat": remat, "train_compile_s": compile_s,
+                            "train_compile_s": compile_s,
                             "train_host_loop": isinstance(step_fn, slice_loop.SliceLoopStep)},
                       hlo_text=compiled.as_text, first_runs=first_runs)
   return prepared.start() if start else prepared
@@ -307,7 +309,7 @@ def default_train_sub_chunk() -> int:
 def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64,
               rays: int = 512, repeats: int = 5, sub_chunk: int | None = None,
               train: bool = True, train_sub_chunk: int | None = None,
-              remat: bool = False, train_repeats: int | None = None,
+              train_repeats: int | None = None,
               compile_workers: int = 2, host_loop: bool | None = None) -> dict[str, dict]:
   """Times inference (and training) of each named config; returns name -> figures.
 
@@ -334,7 +336,7 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
               for n, c in configs.items()}
     if train:
       builds.update({("train", n): functools.partial(
-          prepare_train, c, num_views, size, rays, train_sub_chunk, remat,
+          prepare_train, c, num_views, size, rays, train_sub_chunk,
           variables[n]["params"], start=False, host_loop=host_loop)
           for n, c in configs.items()})
     built = dict(zip(builds, pool.map(lambda build: build(), builds.values())))
@@ -366,7 +368,7 @@ def _combine(prepared: Prepared, trainer: Prepared | None, peak: float,
     r.update(trainer.figures, train_rays_per_s=rays / median, train_step_s_median=median,
              train_step_s_min=min(trainer.times), train_repeats=len(trainer.times))
     # Forward + backward ~ 3x the forward FLOPs (the usual estimate; XLA's count of the
-    # sliced program would count the loop body once; remat's recomputation not counted).
+    # sliced program would count the loop body once).
     r["train_gflops_per_s"] = 3 * r["flops_per_ray"] * rays / median / 1e9
     r["train_fraction_of_peak"] = r["train_gflops_per_s"] * 1e9 / peak
   r["peak_host_rss_mb"] = _peak_rss_mb()
@@ -376,11 +378,9 @@ def _combine(prepared: Prepared, trainer: Prepared | None, peak: float,
 
 
 def _slice_mode(r: dict) -> str:
-  if not r["train_sub_chunk"] or r["train_sub_chunk"] >= r["train_rays"]:
-    return "one pass" + (", remat" if r["train_remat"] else "")
-  return (f"slices of {r['train_sub_chunk']}, "
-          + ("remat" if r["train_remat"] else "backward per slice")
-          + (", host loop" if r.get("train_host_loop") else ""))
+  if not r.get("train_host_loop"):
+    return "whole example, one program"
+  return f"slices of {r['train_sub_chunk']}, backward per slice, host loop"
 
 
 def format_table(r: dict) -> str:
@@ -489,13 +489,10 @@ def main(argv=None) -> int:
                            "elsewhere)")
   parser.add_argument("--train-sub-chunk", type=int, default=None,
                       help="rays per training slice (default: 32 on CPU, 0 elsewhere)")
-  parser.add_argument("--remat", action="store_true",
-                      help="rematerialise each training slice in one backward pass (default: "
-                           "each slice's backward pass right after its forward pass)")
   parser.add_argument("--train-loop", default="auto", choices=["auto", "host", "jit"],
-                      help="per-slice backward passes looped on the host over one compiled "
-                           "program of slice groups (auto: on one CPU device) or inside one "
-                           "jitted step")
+                      help="host: per-slice backward passes looped on the host over compiled "
+                           "programs; jit: whole examples in one jitted step (auto: the host "
+                           "loop on one CPU device, see movenerf.training.step)")
   parser.add_argument("--no-train", action="store_true", help="inference only")
   parser.add_argument("--repeats", type=int, default=5,
                       help="timed inference runs (in --suite, 1 at 2048 rays)")
@@ -544,7 +541,7 @@ def _run_models(args) -> dict:
         config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
   results = benchmark(configs, args.views, args.size, args.rays, args.repeats,
                       args.sub_chunk, not args.no_train, args.train_sub_chunk,
-                      args.remat, args.train_repeats, args.compile_workers,
+                      args.train_repeats, args.compile_workers,
                       {"auto": None, "host": True, "jit": False}[args.train_loop])
   titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
   for name, r in results.items():

@@ -14,7 +14,7 @@ import numpy as np
 
 from movenerf.moe import losses
 from movenerf.moe.router import CosineRouter, route
-from movenerf.tools.check_parity import Comparison, ParityReport
+from movenerf.tools.parity_report import Comparison, ParityReport
 
 REFERENCE_CONSISTENCY_SCALE = 1e5
 GATE_FINAL_KEYS = (

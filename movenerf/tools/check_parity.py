@@ -16,7 +16,6 @@ result counts as final (relative difference for losses).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -31,48 +30,10 @@ from movenerf.geometry import importance, rays as rays_lib
 from movenerf.geometry.epipolar import SourceViews, project_and_sample
 from movenerf.models.gnt.model import GNTModel
 from movenerf.models.gnt.official_checkpoint import convert, infer_config
+from movenerf.tools.check_gate_parity import run_gate_parity
+from movenerf.tools.parity_report import Comparison, ParityReport
 
-COLOUR_KEYS = ("outputs/rgb", "outputs_fine/rgb")
 PDF_STRESS_TOLERANCE = 1e-3
-
-
-@dataclasses.dataclass
-class Comparison:
-  key: str
-  max_abs_diff: float
-  note: str = ""
-
-
-@dataclasses.dataclass
-class ParityReport:
-  """Rows of comparisons; ``final_keys`` decide pass/fail against ``tolerance``."""
-
-  rows: list[Comparison]
-  tolerance: float
-  final_keys: tuple[str, ...] = COLOUR_KEYS
-  what: str = "final colours"
-
-  def diff(self, key: str) -> float:
-    return next(r.max_abs_diff for r in self.rows if r.key == key)
-
-  @property
-  def colour_keys(self) -> list[str]:
-    return [r.key for r in self.rows if r.key in self.final_keys]
-
-  @property
-  def passed(self) -> bool:
-    return bool(self.colour_keys) and all(self.diff(k) <= self.tolerance for k in self.colour_keys)
-
-  def format(self) -> str:
-    width = max(len(r.key) for r in self.rows)
-    lines = [f"{'array':<{width}}  max |jax - ref|"]
-    for r in self.rows:
-      flag = "  <-- FINAL" if r.key in self.final_keys else ""
-      lines.append(f"{r.key:<{width}}  {r.max_abs_diff:.3e}{flag}{'  ' + r.note if r.note else ''}")
-    verdict = "PASS" if self.passed else "FAIL"
-    lines.append(f"{verdict}: {self.what} within {self.tolerance:g}" if self.passed else
-                 f"{verdict}: {self.what} differ by more than {self.tolerance:g}")
-    return "\n".join(lines)
 
 
 def _load(path: str) -> tuple[dict[str, np.ndarray], dict]:
@@ -118,7 +79,6 @@ def run_parity(path: str, tolerance: float = 1e-4) -> ParityReport:
   if not os.path.exists(path):
     raise FileNotFoundError(f"reference vectors not found: {path}")
   if is_gate_vectors(path):
-    from movenerf.tools.check_gate_parity import run_gate_parity  # pylint: disable=import-outside-toplevel
     return run_gate_parity(path, tolerance)
   arrays, meta = _load(path)
   config = infer_config(arrays, dropout=0.0, **_sampling_settings(arrays, meta))

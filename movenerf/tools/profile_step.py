@@ -135,8 +135,6 @@ def main(argv=None) -> int:
   parser.add_argument("--infer", action="store_true", help="profile inference, not training")
   parser.add_argument("--rays", type=int, default=512)
   parser.add_argument("--train-sub-chunk", type=int, default=None)
-  parser.add_argument("--remat", action="store_true",
-                      help="rematerialised slices instead of a backward pass per slice")
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--depth", type=int, default=3, help="module path parts per row")
   parser.add_argument("--top", type=int, default=15, help="slowest single ops to list")
@@ -150,8 +148,7 @@ def main(argv=None) -> int:
   if args.infer:
     prepared = bench.prepare(config, chunk=args.rays)
   else:
-    prepared = bench.prepare_train(config, rays=args.rays, sub_chunk=args.train_sub_chunk,
-                                   remat=args.remat)
+    prepared = bench.prepare_train(config, rays=args.rays, sub_chunk=args.train_sub_chunk)
   prepared.time_once()  # one more warm run outside the trace
   sources = op_sources(prepared.hlo_text())
   trace_dir = args.trace_dir or tempfile.mkdtemp(prefix="movenerf_trace_")

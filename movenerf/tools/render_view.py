@@ -27,6 +27,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from movenerf.evaluation import visualize
+from movenerf.image import metrics
 from movenerf.moe import expert_map
 from movenerf.geometry.cameras import Cameras
 from movenerf.data import procedural, samplers
@@ -102,7 +103,7 @@ def run(config, workdir: str) -> dict:
   visualize.save_png(os.path.join(workdir, "sources.png"),
                      visualize.contact_sheet(list(np.asarray(sources.images)), columns=5))
   metrics = dict(
-      scene=scene.scene_id, psnr=visualize.psnr(out["rgb"], gt),
+      scene=scene.scene_id, psnr=metrics.psnr(out["rgb"], gt),
       rays=size * size, render_seconds=t_render, rays_per_second=size * size / t_render,
       scene_generation_seconds=t_data, encode_seconds_with_compile=t_compile,
       random_init=not (config.checkpoint or config.init_from), config=config.to_dict())

@@ -54,7 +54,7 @@ def load_run(workdir: str):
   if not config:
     raise ValueError(f"{workdir}: the checkpoint holds no config")
   config = ml_collections.ConfigDict(config)
-  model = registry.build_model(config.model)
+  model = registry.build(config.model)
   budget = {"steps": None, "train_minutes": None}
   log = os.path.join(workdir, "train_metrics.jsonl")
   if os.path.exists(log):

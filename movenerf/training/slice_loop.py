@@ -1,11 +1,9 @@
-"""The sliced GNT train step as a loop on the host over small compiled programs.
+"""The sliced train step: a loop on the host over small compiled programs.
 
-With ``train.sub_chunk`` the rays of an example go through in slices, each slice's
-backward pass right after its forward pass (:func:`step.sliced_grads`). Jitted whole
-(:func:`step.train_step`), that is one program per ray count: XLA compiles the 512-
-and 2048-ray steps apart, though both are the same 32-ray slice program looped 16 or 64
-times (33-64 s per compilation on the 2-core CPU). Here the step is five programs, and
-the host loops over groups of slices:
+With ``train.sub_chunk`` on one CPU device, the rays of an example go through in slices
+of that many rays, each slice's backward pass right after its forward pass, so that only
+one slice's activations are alive at a time. The step is five programs, and the host
+loops over groups of slices:
 
 =============  ========================================================  ===============
 program        computes                                                  shapes depend on
@@ -19,17 +17,18 @@ encode_grad    the feature net's gradient, added to the accumulator      views
 update         the mean over examples, the optimiser update, metrics     parameters
 =============  ========================================================  ===============
 
-Only ``prepare`` (traced in a second, compiled in under one) changes between 512 and
-2048 rays of 32-ray slices (16 and 64 slices, in groups of 16): the others, the slice
-program above all, are the same programs, so JAX's persistent compilation cache
-(``jax_compilation_cache_dir``) compiles them once. The ray and slice counts reach the
-slice and update programs as runtime scalars for that reason.
+Only ``prepare`` changes with the number of rays per step: steps of 512 and 2048 rays in
+32-ray slices run the same slice program (16 and 64 slices, in groups of 16), so JAX's
+persistent compilation cache (``jax_compilation_cache_dir``) compiles it once. The ray
+and slice counts reach the slice and update programs as runtime scalars for that reason.
+A group of slices per call, rather than one, lets XLA reuse one call's temporaries across
+the group.
 
-The loop costs little: JAX dispatches asynchronously, so the host enqueues the programs
-ahead of the CPU running them, and the accumulators are donated (updated in place). The
-results are those of the jitted step up to float32 rounding (the sums run in another
-order); ``tests/test_slice_loop.py`` compares them. One CPU device only: on a mesh of
-several devices the batch is split over ``data`` inside one program.
+JAX dispatches asynchronously, so the host enqueues the programs ahead of the CPU running
+them, and the accumulators are donated (updated in place). The loss is the model
+family's :class:`~movenerf.models.family.SlicedLoss`: the slices' shares add up to the
+example's loss, so the results are those of the whole-example step with the same slicing
+up to float32 rounding (``tests/training/test_slice_loop.py``).
 """
 
 from __future__ import annotations
@@ -41,7 +40,8 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from movenerf.training import step as step_lib
+from movenerf.models.family import SlicedLoss
+from movenerf.training.state import apply_gradients
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,17 +56,17 @@ class Programs:
 
 
 class SliceLoopStep:
-  """``(state, batch) -> (state, metrics)``, as ``step.make_train_step``'s jitted step.
+  """``(state, batch) -> (state, metrics)`` by the host loop (see the module docstring).
 
   ``lower(state, batch).compile()`` compiles every program ahead of time, as for a
   jitted function (the bench times compilation apart from running).
   """
 
-  def __init__(self, model, tx, loss_cfg, image_hw: tuple[int, int], sub_chunk: int,
-               state_sharding, mesh):
-    self._model, self._loss_cfg = model, loss_cfg
+  def __init__(self, sliced: SlicedLoss, tx, loss_cfg, image_hw: tuple[int, int],
+               sub_chunk: int, state_sharding, mesh):
+    self._sliced, self._loss_cfg = sliced, loss_cfg
     self._image_hw, self._sub_chunk = image_hw, sub_chunk
-    update = lambda state, acc, scales: _update(tx, loss_cfg, state, acc, scales)
+    update = lambda state, acc, scales: _update(sliced, tx, loss_cfg, state, acc, scales)
     self.programs = Programs(
         prepare=jax.jit(self._prepare),
         encode=jax.jit(self._encode),
@@ -102,8 +102,7 @@ class SliceLoopStep:
     examples = []
     for i in range(num):
       ex = jax.tree.map(lambda a, i=i: a[i], batch)
-      views, xs, scales = step_lib.slice_inputs(self._model, ex, keys[i], self._image_hw,
-                                                self._sub_chunk)
+      views, xs, scales = self._sliced.inputs(ex, keys[i], self._image_hw, self._sub_chunk)
       group = slice_group(scales[1])
       groups = jax.tree.map(lambda a: a.reshape((-1, group) + a.shape[1:]), xs)
       slices = tuple(jax.tree.map(lambda a, j=j: a[j], groups)
@@ -113,7 +112,7 @@ class SliceLoopStep:
     views, slices, scales = examples[0]
     # The loss terms' structure (which differs with MoE and the fine pass), for zeros.
     featmaps = jax.eval_shape(self._encode, params, views[1])[0]
-    objective = step_lib.slice_objective(self._model, views, self._loss_cfg, *scales)
+    objective = self._sliced.objective(views, self._loss_cfg, *scales)
     first = jax.tree.map(lambda a: a[0], slices[0])
     _, aux = jax.eval_shape(objective, params, featmaps, *first)
     zeros = lambda tree: jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
@@ -123,14 +122,14 @@ class SliceLoopStep:
     """One example's feature maps, the vjp of the feature net at them (a pytree of its
     residuals, passed on to ``encode_grad``) and zeroed feature-map gradients."""
     featmaps, encode_vjp = jax.vjp(
-        lambda p: step_lib.encode_features(self._model, p, sources), params)
+        lambda p: self._sliced.encode(p, sources), params)
     return featmaps, encode_vjp, jax.tree.map(jnp.zeros_like, featmaps)
 
   def _slice(self, params, featmaps, acc, views, xs, scales):
     """Adds the parameter and feature-map gradients and loss terms of a group of slices
     (``xs``, with a leading [group] axis) to ``acc`` = (parameter grads, feature-map
     grads, loss terms)."""
-    objective = step_lib.slice_objective(self._model, views, self._loss_cfg, *scales)
+    objective = self._sliced.objective(views, self._loss_cfg, *scales)
 
     def body(acc, x):
       (_, aux), grads = jax.value_and_grad(objective, argnums=(0, 1), has_aux=True)(
@@ -140,11 +139,7 @@ class SliceLoopStep:
     return jax.lax.scan(body, acc, xs)[0]
 
 
-# Slices per call of the slice program. One slice per call ran 1.7x slower than the
-# jitted step's scan on the 2-core CPU: each call of an XLA:CPU executable allocates its
-# temporaries afresh (~0.5 GB for a 32-ray slice, ~130k page faults, 0.1 s), where a
-# scan reuses them. 16 slices per call amortise that, and 512- and 2048-ray steps of
-# 32-ray slices (16 and 64 slices) still share one program.
+# Slices per call of the slice program (benchmarks/README.md: why groups).
 MAX_GROUP = 16
 
 
@@ -159,15 +154,15 @@ def _encode_grad(encode_vjp, featmap_grads, grads):
   return jax.tree.map(jnp.add, grads, encode_vjp(featmap_grads)[0])
 
 
-def _update(tx, loss_cfg, state, acc, scales):
+def _update(sliced: SlicedLoss, tx, loss_cfg, state, acc, scales):
   """The mean over the B examples of the summed gradients and loss terms ``acc`` =
   (grads, loss terms), then the optimiser update; ``scales`` = (rays per example,
   slices per example, pairs (unused), B)."""
   grads, aux = acc
   num, count, _, num_examples = scales
   mean = lambda tree: jax.tree.map(lambda a: a / num_examples, tree)
-  loss, metrics = step_lib.slices_loss(loss_cfg, mean(aux), (num, count, None))
-  return step_lib.apply_gradients(state, tx, loss, metrics, mean(grads))
+  loss, metrics = sliced.loss(loss_cfg, mean(aux), (num, count, None))
+  return apply_gradients(state, tx, loss, metrics, mean(grads))
 
 
 def run(programs: Programs, state, batch) -> tuple[Any, dict]:

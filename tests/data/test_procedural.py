@@ -232,3 +232,15 @@ def test_default_size_scene_is_fast_enough_and_sane():
   s = P.make_scene(0, "object")  # 20 views of 64x64; well under a second in practice
   assert s.images.shape == (20, 64, 64, 3)
   assert s.masks.mean(axis=(1, 2)).min() > 0.02  # the object is in every view
+
+
+def test_generated_record_follows_the_options():
+  opts = {"kind": "mixed", "num_views": 5, "height": 8, "width": 12, "holdout_every": 2}
+  for seed, kind in ((4, "object"), (5, "forward")):  # "mixed": even seeds object-centric
+    got = P.generated_record(seed, opts)
+    want = P.make_record(seed, kind, 5, 8, 12, holdout_every=2)
+    assert got.scene_id == want.scene_id
+    np.testing.assert_array_equal(got.images, want.images)
+    np.testing.assert_array_equal(got.split, want.split)
+  assert P.generated_record(5, dict(opts, kind="object")).scene_id == P.make_record(
+      5, "object", 5, 8, 12).scene_id

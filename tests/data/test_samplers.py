@@ -217,31 +217,7 @@ def test_pairs_padding_on_1x1_image():
   np.testing.assert_array_equal(pairs, np.full((2, 2), -1))
 
 
-# ------------------------------------------------------------------------- images
-
-
-def test_downscale_block_average_exact():
-  img = np.zeros((4, 4, 3), np.uint8)
-  img[:, :, 0] = np.arange(16).reshape(4, 4) * 10
-  img[:2, :2, 1] = [[0, 1], [2, 3]]  # mean 1.5 -> rounds to 2
-  img[:, :, 2] = 200
-  out = samplers.downscale_image(img, 2)
-  assert out.shape == (2, 2, 3) and out.dtype == np.uint8
-  np.testing.assert_array_equal(out[..., 0], [[25, 45], [105, 125]])
-  assert out[0, 0, 1] == 2
-  np.testing.assert_array_equal(out[..., 2], 200)
-  out4 = samplers.downscale_image(img, 4)
-  np.testing.assert_array_equal(out4[0, 0, 0], 75)
-  np.testing.assert_array_equal(samplers.downscale_image(img, 1), img)
-
-
-def test_downscale_not_divisible_uses_box_resize():
-  img = np.full((5, 7, 5), 77, np.uint8)  # 5 channels: not a Pillow multi-band mode
-  out = samplers.downscale_image(img, 2)
-  assert out.shape == (2, 3, 5) and out.dtype == np.uint8
-  np.testing.assert_array_equal(out, 77)
-  with pytest.raises(ValueError):
-    samplers.downscale_image(img, 0)
+# ------------------------------------------------------------------------- intrinsics
 
 
 def test_scale_intrinsics_for():

@@ -1,8 +1,10 @@
-"""The host loop over compiled slice programs (``training.slice_loop``) is the jitted
-sliced train step: the same gradients, loss and metrics, and its programs other than
-``prepare`` are the same for every number of rays per step."""
+"""Tests of movenerf.training.slice_loop: the host loop over compiled slice programs gives
+the gradient of the summed sliced loss (differentiated in one program here), the same
+loss and metrics, and its programs other than ``prepare`` are the same for every number
+of rays per step."""
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -12,6 +14,7 @@ from movenerf import train as train_main
 from movenerf.data import pipeline
 from movenerf.data import sources as train_data
 from movenerf.training import slice_loop
+from movenerf.training import state as train_state
 from movenerf.training import step as train_step
 from tests.test_train import small_config
 
@@ -29,14 +32,50 @@ def _setup(move: bool, rays: int = 32):
   return c, model, params, pipeline.train_dataset(maker, 2)[0]
 
 
+def _summed_slices_step(family, tx, loss_cfg, sub_chunk):
+  """The reference: one jitted program that differentiates the mean over the examples of
+  their slices' summed loss shares, keyed as the train step keys them."""
+  sliced = family.sliced
+
+  def step(state, batch):
+    num = batch["pixels"].shape[0]
+    keys = jax.random.split(jax.random.fold_in(state.rng, state.step), num)
+
+    def loss_fn(params):
+      values, losses, metrics = [], [], []
+      for i in range(num):
+        ex = jax.tree.map(lambda a, i=i: a[i], batch)
+        views, xs, scales = sliced.inputs(ex, keys[i], (16, 16), sub_chunk)
+        featmaps = sliced.encode(params, views[1])
+        objective = sliced.objective(views, loss_cfg, *scales)
+        parts = [objective(params, featmaps, *jax.tree.map(lambda a, j=j: a[j], xs))
+                 for j in range(scales[1])]
+        terms = jax.tree.map(lambda *t: sum(t), *[t for _, t in parts])
+        loss, m = sliced.loss(loss_cfg, terms, scales)
+        values.append(sum(v for v, _ in parts))
+        losses.append(loss)
+        metrics.append(m)
+      mean = lambda *xs: sum(xs) / num
+      return mean(*values), (mean(*losses), jax.tree.map(mean, *metrics))
+
+    (_, (loss, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return train_state.apply_gradients(state, tx, loss, metrics, grads)
+
+  return jax.jit(step)
+
+
 def _one_step(c, model, params, batch, tx, host_loop: bool, compiled: bool = False):
-  """(parameters, metrics) after one step from ``params``, as host arrays."""
+  """(parameters, metrics) after one step from ``params``, as host arrays: by the host
+  loop, or (``host_loop`` False) by the reference of ``_summed_slices_step``."""
   mesh = sharding.make_mesh()
   with jax.set_mesh(mesh):
-    state, shardings = train_step.create_state(params, tx, 0, mesh)
-    fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
-                                    sub_chunk=SUB_CHUNK, host_loop=host_loop)
-    assert isinstance(fn, slice_loop.SliceLoopStep) == host_loop
+    state, shardings = train_state.create_state(params, tx, 0, mesh)
+    if host_loop:
+      fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
+                                      sub_chunk=SUB_CHUNK)
+      assert isinstance(fn, slice_loop.SliceLoopStep)
+    else:
+      fn = _summed_slices_step(model, tx, c.loss, SUB_CHUNK)
     batch = pipeline.to_device_batch(batch, mesh)
     if compiled:
       fn = fn.lower(state, batch).compile()
@@ -59,7 +98,7 @@ def test_slice_group_is_the_largest_divisor_up_to_the_maximum(count, group):
 
 
 @pytest.mark.parametrize("move", [False, True], ids=["gnt", "move"])
-def test_host_loop_step_equals_the_jitted_step(move, groups_of_two):
+def test_host_loop_step_equals_the_summed_slices_gradient(move, groups_of_two):
   # Two examples of 32 rays in slices of 8, two slices per call; GNT-MoVE with
   # consistency pairs. Plain SGD with a unit rate, so that the parameter change is the
   # gradient (Adam would blow the float32 rounding of near-zero gradients up to full
@@ -91,7 +130,7 @@ def test_programs_do_not_depend_on_the_rays_per_step(groups_of_two):
   mesh = sharding.make_mesh()
   texts = []
   with jax.set_mesh(mesh):
-    state, shardings = train_step.create_state(params, tx, 0, mesh)
+    state, shardings = train_state.create_state(params, tx, 0, mesh)
     fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
                                     sub_chunk=SUB_CHUNK)
     for b in (batch, longer):
@@ -111,16 +150,20 @@ def test_compiled_programs_give_the_called_step():
   jax.tree.map(np.testing.assert_array_equal, called, compiled)
 
 
-def test_host_loop_needs_per_slice_backward_passes():
+def test_host_loop_needs_slices_of_a_sliceable_family():
   c, model, params, _ = _setup(False)
   tx = optax.adam(1e-3)
   mesh = sharding.make_mesh()
-  state, shardings = train_step.create_state(params, tx, 0, mesh)
+  state, shardings = train_state.create_state(params, tx, 0, mesh)
   with pytest.raises(ValueError, match="host loop over slices needs train.sub_chunk"):
-    train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
-                               sub_chunk=SUB_CHUNK, remat=True, host_loop=True)
-  # Remat, or no slices, on one CPU device: the jitted step.
-  fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
-                                  sub_chunk=SUB_CHUNK, remat=True)
+    train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings, sub_chunk=0,
+                               host_loop=True)
+  # No slices on one CPU device: the jitted whole-example step.
+  fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings, sub_chunk=0)
   assert not isinstance(fn, slice_loop.SliceLoopStep)
+  # A family without a sliced loss (Decoupling-NeRF) takes whole examples.
+  decoupled = train_main.build_model(ml_collections.ConfigDict({"model": {"name": "decoupled"}}))
+  with pytest.raises(ValueError, match="family decoupled"):
+    train_step.make_train_step(decoupled, tx, c.loss, (16, 16), mesh, shardings,
+                               sub_chunk=SUB_CHUNK, host_loop=True)
   del state

@@ -1,7 +1,7 @@
 """Readers for the IBRNet / GNT training collection (pure NumPy + Pillow).
 
-Each reader returns a :class:`movenerf.data.formats.record.SceneRecord` in the library's camera
-convention (OpenCV camera frame, 3x3 pinhole intrinsics for the stored image size, 4x4
+Each reader returns a :class:`movenerf.data.formats.record.SceneRecord` in the library's
+camera convention (OpenCV camera frame, 3x3 pinhole intrinsics for the stored image size, 4x4
 camera-to-world float32, integer pixel coordinates at pixel centres, per-view near/far).
 
 Formats, as read by IBRNet's ``ibrnet/data_loaders`` (GNT's ``gnt/data_loaders`` are copies):
@@ -29,9 +29,10 @@ from typing import Sequence
 
 import numpy as np
 
-from movenerf.geometry import cameras
 from movenerf.data import samplers
-from movenerf.data.formats.record import (SceneRecord, _check_record, _list_images, _load_image, _stack_same_size, _to_rgb, read_llff)
+from movenerf.data.formats import llff, record
+from movenerf.data.images import downscale_image
+from movenerf.geometry import cameras
 
 # Google Scanned Objects (google_scanned_objects.py): objects fit a ball of this radius
 # around the world origin, and near is never closer than this fraction of the origin depth.
@@ -54,13 +55,6 @@ _MIXED_SIZE_MODES = ("error", "crop", "pad")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def _check_dir(scene_dir) -> Path:
-  scene_dir = Path(scene_dir)
-  if not scene_dir.is_dir():
-    raise FileNotFoundError(f"scene folder not found: {scene_dir}")
-  return scene_dir
 
 
 def _check_downsample(downsample) -> int:
@@ -97,14 +91,14 @@ def _check_rigid(mat: np.ndarray, where: str) -> None:
 
 def _load_rgb(path: Path, downsample: int) -> tuple[np.ndarray, tuple[int, int]]:
   """Reads an image -> ([H', W', 3] uint8 after downsampling, (H, W) as stored)."""
-  arr = _load_image(path)
+  arr = record.load_image(path)
   hw = arr.shape[:2]
   if downsample > 1:
     if hw[0] < downsample or hw[1] < downsample:
       raise ValueError(f"{path}: size {hw[1]}x{hw[0]} too small for downsample={downsample}")
-    arr = samplers.downscale_image(arr, downsample)
+    arr = downscale_image(arr, downsample)
   # Alpha, if any, is dropped: IBRNet feeds the stored colour channels unchanged.
-  return _to_rgb(arr), hw
+  return record.to_rgb(arr), hw
 
 
 def _pixel_intrinsics(fx: float, fy: float, cx: float, cy: float,
@@ -126,7 +120,7 @@ def _fit_common_size(images: list[np.ndarray], ks: list[np.ndarray], paths: list
   """
   if mode == "error":
     try:
-      return _stack_same_size(images, paths)
+      return record.stack_same_size(images, paths)
     except ValueError as e:
       raise ValueError(f"{source}: {e}; pass mixed_sizes='crop' or 'pad' to read it") from e
   sizes = np.array([im.shape[:2] for im in images])
@@ -151,7 +145,7 @@ def _fit_common_size(images: list[np.ndarray], ks: list[np.ndarray], paths: list
 # ----------------------------------------------------------------------------- GSO
 
 
-def read_google_scanned_objects(scene_dir, downsample: int = 1) -> SceneRecord:
+def read_google_scanned_objects(scene_dir, downsample: int = 1) -> record.SceneRecord:
   """Reads one Google Scanned Objects scene as rendered for IBRNet.
 
   Layout (IBRNet ``data_loaders/google_scanned_objects.py``)::
@@ -171,15 +165,16 @@ def read_google_scanned_objects(scene_dir, downsample: int = 1) -> SceneRecord:
 
   Args:
     scene_dir: the scene folder.
-    downsample: positive integer; images are box-averaged (``samplers.downscale_image``)
-      and intrinsics scaled with ``samplers.scale_intrinsics_for``.
+    downsample: positive integer; images are box-averaged
+      (:func:`~movenerf.data.images.downscale_image`) and intrinsics scaled with
+      ``samplers.scale_intrinsics_for``.
 
   Returns:
     SceneRecord with views in rgb file-name order.
   """
-  scene_dir = _check_dir(scene_dir)
+  scene_dir = record.check_scene_dir(scene_dir)
   downsample = _check_downsample(downsample)
-  rgb_files = _list_images(scene_dir / "rgb")
+  rgb_files = record.list_images(scene_dir / "rgb")
 
   images, ks, c2ws, near, far = [], [], [], [], []
   for path in rgb_files:
@@ -205,30 +200,31 @@ def read_google_scanned_objects(scene_dir, downsample: int = 1) -> SceneRecord:
     far.append(depth + GSO_MAX_RADIUS)
 
   n = len(images)
-  rec = SceneRecord(
+  rec = record.SceneRecord(
       scene_id=scene_dir.name,
-      images=_stack_same_size(images, rgb_files),
+      images=record.stack_same_size(images, rgb_files),
       intrinsics=np.stack(ks).astype(np.float32),
       c2w=np.stack(c2ws).astype(np.float32),
       near=np.asarray(near, np.float32),
       far=np.asarray(far, np.float32),
       split=np.full([n], "train", dtype="<U5"))
-  return _check_record(rec, scene_dir)
+  return record.check_record(rec, scene_dir)
 
 
 # ----------------------------------------------------------------------------- collected
 
 
-def read_ibrnet_collected(scene_dir, factor: int | None = None, llffhold: int = 0) -> SceneRecord:
+def read_ibrnet_collected(scene_dir, factor: int | None = None,
+                          llffhold: int = 0) -> record.SceneRecord:
   """Reads an IBRNet-collected scene (LLFF layout: ``poses_bounds.npy`` + ``images_{factor}``).
 
-  Cameras and images come from :func:`movenerf.data.formats.record.read_llff` (original COLMAP
+  Cameras and images come from :func:`movenerf.data.formats.llff.read_llff` (original COLMAP
   frame, principal point at the image centre ``((W - 1) / 2, (H - 1) / 2)``). IBRNet
   (``data_loaders/ibrnet_collected.py`` via ``llff_data_utils.load_llff_data``) instead
   rescales the world by ``1 / (0.75 * min(bounds))``, recentres the poses and puts the
   principal point at ``(W / 2, H / 2)``; the first two are a similarity transform of the
   world (geometry and depth ratios unchanged), the last a half-pixel shift. Differences
-  from plain :func:`read_llff`:
+  from plain :func:`~movenerf.data.formats.llff.read_llff`:
 
   * folder factor: IBRNet reads ``images_8`` for scenes under ``ibrnet_collected_2/`` and
     ``images_2`` for all others (``ibrnet_collected_1/``);
@@ -245,18 +241,18 @@ def read_ibrnet_collected(scene_dir, factor: int | None = None, llffhold: int = 
   Returns:
     SceneRecord with views in file-name order.
   """
-  scene_dir = _check_dir(scene_dir)
+  scene_dir = record.check_scene_dir(scene_dir)
   if not factor:
     in_second = COLLECTED_2_NAME in scene_dir.resolve().parts
     factor = COLLECTED_2_FACTOR if in_second else COLLECTED_1_FACTOR
-  rec = read_llff(scene_dir, factor=factor, llffhold=llffhold)
+  rec = llff.read_llff(scene_dir, factor=factor, llffhold=llffhold)
   bounds = np.concatenate([rec.near, rec.far]).astype(np.float64)
   n = rec.num_views
   rec = dataclasses.replace(
       rec,
       near=np.full([n], COLLECTED_NEAR_SCALE * bounds.min(), np.float32),
       far=np.full([n], COLLECTED_FAR_SCALE * bounds.max(), np.float32))
-  return _check_record(rec, scene_dir / "poses_bounds.npy")
+  return record.check_record(rec, scene_dir / "poses_bounds.npy")
 
 
 # ----------------------------------------------------------------------------- RealEstate10K
@@ -306,7 +302,7 @@ def _default_camera_file(scene_dir: Path) -> Path:
 
 
 def read_realestate10k(scene_dir, camera_file=None, downsample: int = 1, split: str = "train",
-                       half_pixel_shift: bool = True) -> SceneRecord:
+                       half_pixel_shift: bool = True) -> record.SceneRecord:
   """Reads one RealEstate10K clip in IBRNet's layout.
 
   Layout (IBRNet ``data_loaders/realestate.py``, ``RealEstate10K-subset/``)::
@@ -329,18 +325,19 @@ def read_realestate10k(scene_dir, camera_file=None, downsample: int = 1, split: 
   Args:
     scene_dir: the frames folder of one clip.
     camera_file: the clip's camera file; default derived from ``scene_dir`` as IBRNet does.
-    downsample: positive integer; frames are box-averaged (``samplers.downscale_image``).
+    downsample: positive integer; frames are box-averaged
+      (:func:`~movenerf.data.images.downscale_image`).
     split: split name given to every view (IBRNet splits by the ``{mode}`` folder).
     half_pixel_shift: False keeps IBRNet's ``cx_n * W`` (half a pixel off).
 
   Returns:
     SceneRecord with views in timestamp order.
   """
-  scene_dir = _check_dir(scene_dir)
+  scene_dir = record.check_scene_dir(scene_dir)
   downsample = _check_downsample(downsample)
   camera_file = _default_camera_file(scene_dir) if camera_file is None else Path(camera_file)
   cams = _parse_realestate_cameras(camera_file)
-  files = _list_images(scene_dir)
+  files = record.list_images(scene_dir)
   stamps = []
   for p in files:
     try:
@@ -369,15 +366,15 @@ def read_realestate10k(scene_dir, camera_file=None, downsample: int = 1, split: 
     images.append(rgb)
 
   n = len(images)
-  rec = SceneRecord(
+  rec = record.SceneRecord(
       scene_id=scene_dir.name,
-      images=_stack_same_size(images, files),
+      images=record.stack_same_size(images, files),
       intrinsics=np.stack(ks).astype(np.float32),
       c2w=np.stack(c2ws).astype(np.float32),
       near=np.full([n], REALESTATE_NEAR, np.float32),
       far=np.full([n], REALESTATE_FAR, np.float32),
       split=np.full([n], split))
-  return _check_record(rec, camera_file)
+  return record.check_record(rec, camera_file)
 
 
 # ----------------------------------------------------------------------------- Spaces
@@ -409,7 +406,7 @@ def _spaces_number(view: dict, key: str, size: int | None, where: str) -> np.nda
 
 
 def read_spaces(scene_dir, downsample: int = 1, mixed_sizes: str = "error",
-                half_pixel_shift: bool = True) -> SceneRecord:
+                half_pixel_shift: bool = True) -> record.SceneRecord:
   """Reads one Spaces (DeepView) scene, e.g. ``spaces_dataset/data/800/scene_000``.
 
   Layout (Google's ``spaces_dataset`` README and ``code/utils.py``, reused by IBRNet's
@@ -441,14 +438,15 @@ def read_spaces(scene_dir, downsample: int = 1, mixed_sizes: str = "error",
 
   Args:
     scene_dir: scene folder with ``models.json``.
-    downsample: positive integer; images are box-averaged (``samplers.downscale_image``).
+    downsample: positive integer; images are box-averaged
+      (:func:`~movenerf.data.images.downscale_image`).
     mixed_sizes: "error", "crop" or "pad".
     half_pixel_shift: False keeps the principal point as stored (IBRNet's numbers).
 
   Returns:
-    SceneRecord with views ordered rig position first, then camera, as in models.json.
+    record.SceneRecord with views ordered rig position first, then camera, as in models.json.
   """
-  scene_dir = _check_dir(scene_dir)
+  scene_dir = record.check_scene_dir(scene_dir)
   downsample = _check_downsample(downsample)
   if mixed_sizes not in _MIXED_SIZE_MODES:
     raise ValueError(f"mixed_sizes must be one of {_MIXED_SIZE_MODES}, got {mixed_sizes!r}")
@@ -498,7 +496,7 @@ def read_spaces(scene_dir, downsample: int = 1, mixed_sizes: str = "error",
       paths.append(path)
 
   n = len(images)
-  rec = SceneRecord(
+  rec = record.SceneRecord(
       scene_id=scene_dir.name,
       images=_fit_common_size(images, ks, paths, mixed_sizes, models_path),
       intrinsics=np.stack(ks).astype(np.float32),
@@ -506,7 +504,7 @@ def read_spaces(scene_dir, downsample: int = 1, mixed_sizes: str = "error",
       near=np.full([n], SPACES_NEAR, np.float32),
       far=np.full([n], SPACES_FAR, np.float32),
       split=np.full([n], "train", dtype="<U5"))
-  return _check_record(rec, models_path)
+  return record.check_record(rec, models_path)
 
 
 READERS = {

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 import numpy as np
 
 from movenerf.data import views
+from movenerf.data.formats import registry
 from movenerf.data.tfds import builders
 
 
@@ -63,14 +64,14 @@ def build(fmt: str, out, src=None, scenes: Optional[Sequence[str]] = None,
     ValueError / FileNotFoundError: bad input; nothing is left under ``out``.
     FileExistsError: the dataset exists and ``overwrite`` is False.
   """
-  builders.check_format(fmt)
-  opts = builders.parse_options(fmt, options or {})
-  if fmt != builders.GENERATED:
+  registry.check_format(fmt)
+  opts = registry.parse_options(fmt, options or {})
+  if fmt != registry.GENERATED:
     if src is None:
       raise ValueError(f"--src is required for format {fmt!r}")
-    builders.find_scenes(builders.FORMATS[fmt], Path(src), scenes)  # fail before any write
+    registry.find_scenes(registry.FORMATS[fmt], Path(src), scenes)  # fail before any write
   out = Path(out)
-  final = out / fmt / builders.config_name(opts) / builders.VERSION
+  final = out / fmt / registry.config_name(opts) / builders.VERSION
   if final.exists() and not overwrite:
     raise FileExistsError(f"{final} already exists; pass --overwrite to rebuild it")
   created_out = not out.exists()
@@ -118,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
       prog="python -m movenerf.data.tfds.build",
       description="Build a multi-view dataset into array_record files (no TensorFlow).")
   parser.add_argument("--format", required=True,
-                      help=f"one of: {', '.join(builders.format_names())}")
+                      help=f"one of: {', '.join(registry.format_names())}")
   parser.add_argument("--src", help="folder of scenes, or one scene (not for 'generated')")
   parser.add_argument("--out", required=True, help="output data_dir")
   parser.add_argument("--scenes", default="", help="comma-separated scene folder names")
@@ -128,8 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
   try:
-    builders.check_format(args.format)
-    builders.parse_options(args.format, dict(args.option))
+    registry.check_format(args.format)
+    registry.parse_options(args.format, dict(args.option))
   except ValueError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

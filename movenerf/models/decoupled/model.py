@@ -26,7 +26,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf.image import metrics
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.rays import pixel_rays
 
@@ -353,26 +352,3 @@ def render_view(model: "DecoupledNeRF", variables, src_images: jnp.ndarray,
   out = _render(model, variables, jnp.asarray(src_images, jnp.float32), src_cameras,
                 tgt_camera, jnp.float32(near), jnp.float32(far))
   return {k: np.asarray(v) for k, v in out.items()}
-
-
-def init_params(model: "DecoupledNeRF", rng: jax.Array) -> dict:
-  """Fresh parameters; their shapes do not depend on the image size or view count."""
-  from movenerf import testing  # pylint: disable=import-outside-toplevel
-  _, target, sources = testing.dummy_inputs(2, 32, 32, 1)
-  return jax.jit(model.init)(rng, sources.images, sources.cameras, target)["params"]
-
-
-def ssim_loss(pred: jnp.ndarray, target: jnp.ndarray, mse_weight: float = 0.0) -> jnp.ndarray:
-  """``1 - SSIM(pred, target) + mse_weight * MSE``, averaged over any leading batch axes.
-
-  Args:
-    pred, target: [..., H, W, C] images in [0, 1] (H, W >= 11 for the SSIM window).
-    mse_weight: weight of the mean squared error term.
-
-  Returns:
-    Scalar loss.
-  """
-  loss = 1.0 - jnp.mean(metrics.ssim(pred, target, data_range=1.0))
-  if mse_weight:
-    loss = loss + mse_weight * jnp.mean((pred - target) ** 2)
-  return loss

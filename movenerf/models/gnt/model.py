@@ -21,11 +21,12 @@ import jax.numpy as jnp
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews, project_and_sample
 from movenerf.geometry.importance import fine_depths
-from movenerf.nn import prng
+from movenerf.geometry.rays import Rays, points_along_rays, sample_depths
+from movenerf.models.examples import dummy_inputs
 from movenerf.models.gnt.network import GNTNet
 from movenerf.models.gnt.resunet import ResUNet
 from movenerf.moe.config import MoEConfig
-from movenerf.geometry.rays import Rays, points_along_rays, sample_depths
+from movenerf.nn import prng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,17 +195,15 @@ def init_variables(model: GNTModel, rng: jax.Array) -> dict[str, Any]:
   ``init`` also sows are dropped, they are outputs, not state).
 
   The parameters are a deterministic function of ``rng``, drawn through a hashed key
-  (:func:`prng.hashed_key`): with threefry keys, the CPU program has one while loop
-  per parameter (348 for the reference model) and took 13.6 s to compile on the 2-core
-  CPU, against 8.3 s with none. The initialisers' distributions are unchanged.
+  (:func:`prng.hashed_key`: no threefry while loop per parameter in the init program);
+  the initialisers' distributions are those of threefry keys.
 
   The parameters (float32) do not depend on the compute dtypes, so they are drawn
   through the float32 model: one init program for every dtype, which a persistent
   compilation cache then serves to each (the benchmark suite's bfloat16 cases).
   """
-  from movenerf import testing  # pylint: disable=import-outside-toplevel
   model = GNTModel(dataclasses.replace(model.config, dtype="float32", feature_dtype="float32"))
-  rays, target, sources = testing.dummy_inputs(2, 32, 32, 4)
+  rays, target, sources = dummy_inputs(2, 32, 32, 4)
   init = jax.jit(lambda key: model.init(prng.hashed_key(key), rays, target, sources, 2.0,
                                         6.0)["params"])
   return {"params": init(rng)}

@@ -15,8 +15,8 @@ from PIL import Image
 from scipy.spatial.transform import Rotation
 
 from movenerf.geometry import cameras, projection
-from movenerf.data.formats import ibrnet as ibrnet_readers
-from movenerf.data import procedural, samplers
+from movenerf.data.formats import ibrnet
+from movenerf.data import images, procedural
 
 H, W, N = 32, 40, 6
 # Intrinsics pass through a text/JSON round trip and float32; values are O(40) px.
@@ -185,14 +185,14 @@ def _check_projection(rec, scene):
 
 
 def test_registry():
-  assert set(ibrnet_readers.READERS) == {
+  assert set(ibrnet.READERS) == {
       "google_scanned_objects", "ibrnet_collected", "realestate10k", "spaces"}
-  assert all(callable(f) for f in ibrnet_readers.READERS.values())
+  assert all(callable(f) for f in ibrnet.READERS.values())
 
 
 def test_gso_round_trip(tmp_path, scene):
   d = _write_gso(tmp_path, scene)
-  rec = ibrnet_readers.READERS["google_scanned_objects"](d)
+  rec = ibrnet.READERS["google_scanned_objects"](d)
   _check_common(rec)
   assert rec.scene_id == "gso_object"
   np.testing.assert_array_equal(rec.images, scene.images)
@@ -207,9 +207,9 @@ def test_gso_round_trip(tmp_path, scene):
 
 
 def test_gso_downsample(tmp_path, scene):
-  rec = ibrnet_readers.read_google_scanned_objects(_write_gso(tmp_path, scene), downsample=2)
+  rec = ibrnet.read_google_scanned_objects(_write_gso(tmp_path, scene), downsample=2)
   _check_common(rec, h=H // 2, w=W // 2)
-  np.testing.assert_array_equal(rec.images[3], samplers.downscale_image(scene.images[3], 2))
+  np.testing.assert_array_equal(rec.images[3], images.downscale_image(scene.images[3], 2))
   np.testing.assert_allclose(rec.intrinsics, cameras.scale_intrinsics(scene.intrinsics, 0.5),
                              atol=ATOL)
 
@@ -218,7 +218,7 @@ def test_gso_downsample(tmp_path, scene):
                                                ("ibrnet_collected_2", 8)])
 def test_collected_round_trip(tmp_path, scene, collection, factor):
   d = _write_collected(tmp_path, scene, collection, factor)
-  rec = ibrnet_readers.read_ibrnet_collected(d)  # factor picked from the collection name
+  rec = ibrnet.read_ibrnet_collected(d)  # factor picked from the collection name
   _check_common(rec)
   assert rec.scene_id == "room"
   np.testing.assert_array_equal(rec.images, scene.images)
@@ -228,20 +228,20 @@ def test_collected_round_trip(tmp_path, scene, collection, factor):
   np.testing.assert_allclose(rec.near, 0.9 * bounds.min(), rtol=1e-6)
   np.testing.assert_allclose(rec.far, 1.5 * bounds.max(), rtol=1e-6)
   assert list(rec.split) == ["train"] * N
-  held = ibrnet_readers.read_ibrnet_collected(d, llffhold=4)
+  held = ibrnet.read_ibrnet_collected(d, llffhold=4)
   assert list(held.split_indices("test")) == [0, 4]
 
 
 def test_collected_wrong_factor_folder(tmp_path, scene):
   d = _write_collected(tmp_path, scene, "ibrnet_collected_2", factor=2)
   with pytest.raises(FileNotFoundError, match="images_8"):
-    ibrnet_readers.read_ibrnet_collected(d)
-  assert ibrnet_readers.read_ibrnet_collected(d, factor=2).num_views == N
+    ibrnet.read_ibrnet_collected(d)
+  assert ibrnet.read_ibrnet_collected(d, factor=2).num_views == N
 
 
 def test_realestate_round_trip(tmp_path, scene):
   frames = _write_realestate(tmp_path, scene, mode="test")
-  rec = ibrnet_readers.READERS["realestate10k"](frames, split="test")
+  rec = ibrnet.READERS["realestate10k"](frames, split="test")
   _check_common(rec)
   assert rec.scene_id == "clip"
   # Views come back in timestamp order, i.e. the original order.
@@ -253,13 +253,13 @@ def test_realestate_round_trip(tmp_path, scene):
   assert list(rec.split) == ["test"] * N
 
   # IBRNet's numbers: principal point half a pixel further, focal unchanged.
-  plain = ibrnet_readers.read_realestate10k(frames, half_pixel_shift=False)
+  plain = ibrnet.read_realestate10k(frames, half_pixel_shift=False)
   shift = np.zeros((3, 3), np.float32)
   shift[:2, 2] = 0.5
   np.testing.assert_allclose(plain.intrinsics, scene.intrinsics + shift, atol=ATOL)
 
   # Normalised intrinsics are unnormalised with the downsampled size: exact centre again.
-  half = ibrnet_readers.read_realestate10k(
+  half = ibrnet.read_realestate10k(
       frames, camera_file=tmp_path / "test" / "cameras" / "clip.txt", downsample=2)
   _check_common(half, h=H // 2, w=W // 2)
   centre = np.tile([(W // 2 - 1) / 2, (H // 2 - 1) / 2], (N, 1))
@@ -271,7 +271,7 @@ def test_realestate_round_trip(tmp_path, scene):
 def test_spaces_round_trip(tmp_path, scene, scale):
   # scale 2: the json is calibrated for images twice the stored size (IBRNet rescales).
   d = _write_spaces(tmp_path, scene, scale)
-  rec = ibrnet_readers.READERS["spaces"](d)
+  rec = ibrnet.READERS["spaces"](d)
   _check_common(rec)
   assert rec.scene_id == "scene_000"
   np.testing.assert_array_equal(rec.images, scene.images)  # rig-major order
@@ -296,14 +296,14 @@ def test_spaces_mixed_sizes_crop_and_pad(tmp_path, scene):
   d = _write_spaces(tmp_path, scene)
   _grow_spaces_view(d, scene, 4, top=1, left=2)
   with pytest.raises(ValueError, match=r"image_001\.png.*mixed_sizes"):
-    ibrnet_readers.read_spaces(d)
+    ibrnet.read_spaces(d)
 
-  crop = ibrnet_readers.read_spaces(d, mixed_sizes="crop")
+  crop = ibrnet.read_spaces(d, mixed_sizes="crop")
   _check_common(crop)
   np.testing.assert_array_equal(crop.images, scene.images)
   _assert_same_cameras(crop, scene)
 
-  pad = ibrnet_readers.read_spaces(d, mixed_sizes="pad")
+  pad = ibrnet.read_spaces(d, mixed_sizes="pad")
   _check_common(pad, h=H + 2, w=W + 4)
   np.testing.assert_array_equal(pad.images[0, 1:-1, 2:-2], scene.images[0])
   assert not pad.images[0, 0].any() and not pad.images[0, :, :2].any()
@@ -365,7 +365,7 @@ def test_gso_bad_input(tmp_path, scene, mutate, exc, pattern):
   d = _write_gso(tmp_path, scene)
   mutate(d)
   with pytest.raises(exc, match=pattern):
-    ibrnet_readers.read_google_scanned_objects(d)
+    ibrnet.read_google_scanned_objects(d)
 
 
 def _cam_file(frames: Path) -> Path:
@@ -426,7 +426,7 @@ def test_realestate_bad_input(tmp_path, scene, mutate, exc, pattern):
   frames = _write_realestate(tmp_path, scene)
   mutate(frames)
   with pytest.raises(exc, match=pattern):
-    ibrnet_readers.read_realestate10k(frames)
+    ibrnet.read_realestate10k(frames)
 
 
 def _edit_spaces_view(d: Path, rig: int, cam: int, key: str, value) -> None:
@@ -481,7 +481,7 @@ def test_spaces_bad_input(tmp_path, scene, mutate, exc, pattern):
   d = _write_spaces(tmp_path, scene)
   mutate(d)
   with pytest.raises(exc, match=pattern):
-    ibrnet_readers.read_spaces(d)
+    ibrnet.read_spaces(d)
 
 
 def test_collected_bad_input(tmp_path, scene):
@@ -490,20 +490,20 @@ def test_collected_bad_input(tmp_path, scene):
   pb[2, 3] = np.nan
   np.save(d / "poses_bounds.npy", pb)
   with pytest.raises(ValueError, match=r"poses_bounds\.npy.*NaN"):
-    ibrnet_readers.read_ibrnet_collected(d)
+    ibrnet.read_ibrnet_collected(d)
   d = _write_collected(tmp_path / "again", scene)
   for p in (d / "images_2").iterdir():
     p.unlink()
   with pytest.raises(ValueError, match=r"empty scene.*images_2"):
-    ibrnet_readers.read_ibrnet_collected(d)
+    ibrnet.read_ibrnet_collected(d)
 
 
 def test_bad_arguments(tmp_path, scene):
   with pytest.raises(FileNotFoundError, match="nowhere"):
-    ibrnet_readers.read_google_scanned_objects(tmp_path / "nowhere")
+    ibrnet.read_google_scanned_objects(tmp_path / "nowhere")
   with pytest.raises(ValueError, match="downsample"):
-    ibrnet_readers.read_google_scanned_objects(_write_gso(tmp_path, scene), downsample=0)
+    ibrnet.read_google_scanned_objects(_write_gso(tmp_path, scene), downsample=0)
   with pytest.raises(ValueError, match="mixed_sizes"):
-    ibrnet_readers.read_spaces(_write_spaces(tmp_path, scene), mixed_sizes="stretch")
+    ibrnet.read_spaces(_write_spaces(tmp_path, scene), mixed_sizes="stretch")
   with pytest.raises(ValueError, match="camera_file"):
-    ibrnet_readers.read_realestate10k(_write_gso(tmp_path / "x", scene))
+    ibrnet.read_realestate10k(_write_gso(tmp_path / "x", scene))

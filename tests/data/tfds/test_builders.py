@@ -1,6 +1,6 @@
 """TFDS builders and the build CLI: the real data pack, the generated dataset, bad input."""
 
-import importlib.util
+import importlib
 import json
 import logging
 import os
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from movenerf.geometry import cameras, projection
 from movenerf.data import procedural, views
-from movenerf.data.formats import record as readers
+from movenerf.data.formats import record, registry
 from movenerf.data.tfds import build, builders
+from movenerf.geometry import cameras, projection
 
 _REPO = Path(__file__).resolve().parents[3]
 _SHARED = Path(os.environ.get("MOVENERF_SHARED", _REPO.parent / "shared"))
@@ -52,7 +52,7 @@ def _stack_splits(source, scene_id):
   cat = lambda f: np.concatenate([f(c, v) for c, v, _ in parts])[order]  # noqa: E731
   masks = None if parts[0][1].masks is None else cat(lambda c, v: v.masks)
   depths = None if parts[0][1].depths is None else cat(lambda c, v: v.depths)
-  return ids[order], readers.SceneRecord(
+  return ids[order], record.SceneRecord(
       scene_id, cat(lambda c, v: v.images), cat(lambda c, v: c.intrinsics),
       cat(lambda c, v: c.c2w), cat(lambda c, v: c.near), cat(lambda c, v: c.far),
       np.concatenate([np.full(c.num_views, s, dtype="<U5") for c, _, s in parts])[order],
@@ -108,7 +108,7 @@ def test_real_pack_builds_and_matches_the_readers(built, fmt):
       assert _centre_inside_fraction(cams) >= 0.9
   for sid in scene_ids:
     ids, got = _stack_splits(source, sid)
-    want = readers.read_scene(fmt, REAL / SUBDIR[fmt] / sid)
+    want = registry.read_scene(fmt, REAL / SUBDIR[fmt] / sid)
     np.testing.assert_array_equal(ids, np.arange(want.num_views))
     _assert_same_record(got, want)
   info = json.loads((built[fmt] / "dataset_info.json").read_text())
@@ -160,14 +160,14 @@ def test_builder_class_with_manual_dir_and_scene_subset(tmp_path):
 
 
 def test_tfds_folder_builders_import(tmp_path):
-  """datasets/<name>/<name>_dataset_builder.py: the TFDS-convention entry points."""
-  folders = sorted(p for p in (_REPO / "datasets").iterdir() if p.is_dir())
-  assert {p.name for p in folders} == set(builders.format_names())
+  """catalog/<name>/<name>_dataset_builder.py: the TFDS-convention entry points."""
+  catalog = Path(builders.__file__).parent / "catalog"
+  folders = sorted(p for p in catalog.iterdir() if p.is_dir() and not p.name.startswith("_"))
+  assert {p.name for p in folders} == set(registry.format_names())
   for folder in folders:
-    path = folder / f"{folder.name}_dataset_builder.py"
-    spec = importlib.util.spec_from_file_location(f"{folder.name}_dataset_builder", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    assert (folder / f"{folder.name}_dataset_builder.py").is_file()
+    module = importlib.import_module(
+        f"movenerf.data.tfds.catalog.{folder.name}.{folder.name}_dataset_builder")
     b = module.Builder(data_dir=str(tmp_path))
     assert b.name == folder.name and b.fmt == folder.name
 

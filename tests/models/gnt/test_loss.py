@@ -1,6 +1,6 @@
-"""The sliced, rematerialised training forward (``train.sub_chunk``, ``train.remat``) is the
-same computation as rendering each slice on its own without remat, with the same
-gradients (so remat changes memory, not results)."""
+"""Tests of movenerf.models.gnt.loss: the sliced loss adds up to the example's loss, and
+the whole-example loss is its one-slice case, against the loss assembled by hand from
+separate renders of each slice."""
 
 import jax
 import jax.numpy as jnp
@@ -9,9 +9,14 @@ import ml_collections
 import pytest
 
 from movenerf import testing
+from movenerf.geometry.rays import points_along_rays
+from movenerf.models.examples import example_views
+from movenerf.models.gnt import loss as gnt_loss
 from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
+from movenerf.moe import layer as moe_layer
+from movenerf.moe import losses as moe_losses
 from movenerf.moe.config import MoEConfig
-from movenerf.training import step as train_step
+from movenerf.nn import prng
 
 NUM_RAYS = 16
 
@@ -29,52 +34,6 @@ def _setup(moe=None):
   return model, params, rays, target, sources
 
 
-def _loss(model, params, rays, target, sources, key, sub_chunk, remat):
-  out, div, probs, _ = train_step.gnt_forward(model, params, rays, target, sources, 2.0, 6.0,
-                                              key, sub_chunk, remat)
-  value = jnp.mean(out.coarse.rgb ** 2) + jnp.mean(out.final.rgb ** 2) + div
-  if probs is not None:
-    value = value + jnp.mean(probs ** 2)
-  return value, out
-
-
-def test_slices_equal_separate_renders():
-  # GNT-MoVE: its path includes the dense one, plus routing and the diversity loss per slice.
-  model, params, rays, target, sources = _setup(MoEConfig(layers=(0,)))
-  key = jax.random.PRNGKey(3)
-  half = NUM_RAYS // 2
-  sliced = lambda p: _loss(model, p, rays, target, sources, key, half, True)
-  (value, out), grads = jax.jit(jax.value_and_grad(sliced, has_aux=True))(params)
-
-  # The same thing by hand: each half rendered unsliced with its slice key, averaged.
-  keys = jax.random.split(key, 2)
-
-  def by_hand(p):
-    parts = [_loss(model, p, rays[i * half:(i + 1) * half], target, sources, keys[i], 0,
-                   False) for i in range(2)]
-    return (parts[0][0] + parts[1][0]) / 2, [o for _, o in parts]
-
-  (value_ref, outs), grads_ref = jax.jit(jax.value_and_grad(by_hand, has_aux=True))(params)
-  np.testing.assert_allclose(value, value_ref, rtol=1e-5)
-  np.testing.assert_allclose(out.coarse.depths,
-                             np.concatenate([o.coarse.depths for o in outs]), atol=1e-6)
-  # Float32 rounding of differently fused programs; the colours are O(1) with random
-  # weights (measured up to 4.4e-5).
-  np.testing.assert_allclose(out.coarse.rgb, np.concatenate([o.coarse.rgb for o in outs]),
-                             atol=1e-4)
-  flat, flat_ref = jax.tree.leaves(grads), jax.tree.leaves(grads_ref)
-  scale = max(float(jnp.max(jnp.abs(g))) for g in flat_ref)
-  worst = max(float(jnp.max(jnp.abs(g - r))) for g, r in zip(flat, flat_ref))
-  assert worst < 1e-4 * scale, (worst, scale)
-
-
-def test_slices_must_divide_the_rays():
-  model, params, rays, target, sources = _setup()
-  with pytest.raises(ValueError, match="do not divide into slices of 5"):
-    train_step.gnt_forward(model, params, rays, target, sources, 2.0, 6.0,
-                           jax.random.PRNGKey(0), 5)
-
-
 def _example(num_rays, pairs):
   """One 16x16 example with 3 source views of a generated scene (pipeline layout)."""
   from movenerf.tools import bench  # pylint: disable=import-outside-toplevel
@@ -89,42 +48,113 @@ def _loss_cfg():
       symmetric_consistency=True))
 
 
-def test_per_slice_backward_equals_the_rematerialised_gradient():
-  # GNT-MoVE (its path includes the dense one). The pairs (rows 0-15, 3-9) lie across
-  # slices as given; both paths put them side by side (pairs_side_by_side), and the
-  # per-slice path adds up its slices' consistency losses. (-1, -1) pads.
-  model, params, *_ = _setup(MoEConfig(layers=(0,)))
-  ex = _example(NUM_RAYS, [[0, 15], [3, 9], [-1, -1]])
-  loss_cfg = _loss_cfg()
-  key = jax.random.PRNGKey(5)
-  quarter = NUM_RAYS // 4
-  (loss, metrics), grads = jax.jit(lambda p: train_step.example_grads(
-      model, p, ex, key, loss_cfg, (16, 16), quarter))(params)
-  (loss_ref, metrics_ref), grads_ref = jax.jit(jax.value_and_grad(
-      lambda p: train_step.example_loss(model, p, ex, key, loss_cfg, (16, 16), quarter,
-                                        remat=True), has_aux=True))(params)
-  assert set(metrics) == set(metrics_ref)
-  for name in metrics_ref:
-    np.testing.assert_allclose(metrics[name], metrics_ref[name], rtol=1e-5, atol=1e-7,
-                               err_msg=name)
-  np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
-  assert float(metrics["consistency"]) > 0
+def _by_hand(model, params, ex, key, loss_cfg, count):
+  """(loss, metrics) written out: each of ``count`` slices rendered on its own with its
+  key, the outputs put together, the loss of the whole example's outputs."""
+  ex = gnt_loss.pairs_side_by_side(ex)
+  rays, target, sources = example_views(ex, (16, 16))
+  featmaps = model.apply({"params": params}, sources.images, method=GNTModel.encode)
+  n = NUM_RAYS // count
+  rgbs, depths, probs, divs = [], [], [], []
+  for i, k in enumerate(jax.random.split(key, count)):
+    sample, drop, router = jax.random.split(k, 3)
+    out, aux = model.apply({"params": params}, rays[i * n:(i + 1) * n], target, sources,
+                           featmaps, ex["near"], ex["far"], train=True,
+                           method=GNTModel.render_rays, mutable=[moe_layer.MOE_COLLECTION],
+                           rngs={"sample": sample, "dropout": prng.hashed_key(drop),
+                                 "router": prng.hashed_key(router)})
+    rgbs.append(out.coarse.rgb)
+    depths.append(out.coarse.depths)
+    probs.append(moe_layer.stacked_router_probs(aux[moe_layer.MOE_COLLECTION], n))
+    divs.append(moe_layer.total_diversity_loss(aux[moe_layer.MOE_COLLECTION]))
+  rgb, depth = jnp.concatenate(rgbs), jnp.concatenate(depths)
+  mse = jnp.mean((rgb - ex["rgb"]) ** 2)
+  div = jnp.mean(jnp.stack(divs))
+  cons, _ = moe_losses.consistency_loss(jnp.concatenate(probs, axis=1),
+                                        points_along_rays(rays, depth), ex["pairs"],
+                                        symmetric=loss_cfg.symmetric_consistency)
+  loss = (loss_cfg.coarse_weight * mse + loss_cfg.diversity_weight * div
+          + loss_cfg.consistency_weight * cons)
+  return loss, {"mse": mse, "mse_coarse": mse, "diversity": div, "consistency": cons}
+
+
+def _sliced(model, params, ex, key, loss_cfg, sub_chunk):
+  """(value summed over the slices, (loss, metrics)) by the sliced loss."""
+  views, xs, scales = gnt_loss.slice_inputs(model, ex, key, (16, 16), sub_chunk)
+  featmaps = gnt_loss.encode_features(model, params, views[1])
+  objective = gnt_loss.slice_objective(model, views, loss_cfg, *scales)
+  count = scales[1]
+  parts = [objective(params, featmaps, *jax.tree.map(lambda a, i=i: a[i], xs))
+           for i in range(count)]
+  value = sum(v for v, _ in parts)
+  terms = jax.tree.map(lambda *t: sum(t), *[t for _, t in parts])
+  return value, gnt_loss.slices_loss(loss_cfg, terms, scales)
+
+
+def _assert_close_grads(grads, grads_ref):
   flat, flat_ref = jax.tree.leaves(grads), jax.tree.leaves(grads_ref)
   scale = max(float(jnp.max(jnp.abs(g))) for g in flat_ref)
   worst = max(float(jnp.max(jnp.abs(g - r))) for g, r in zip(flat, flat_ref))
   assert scale > 0 and worst < 1e-4 * scale, (worst, scale)
+  return worst
+
+
+@pytest.mark.parametrize("count", [1, 4])
+def test_sliced_loss_equals_the_loss_written_out(count):
+  # GNT-MoVE (its path includes the dense one). The pairs (rows 0-15, 3-9) lie across
+  # slices as given; the loss puts them side by side (pairs_side_by_side) and each slice
+  # adds its pairs' share of the consistency loss. (-1, -1) pads.
+  model, params, *_ = _setup(MoEConfig(layers=(0,)))
+  ex = _example(NUM_RAYS, [[0, 15], [3, 9], [-1, -1]])
+  loss_cfg = _loss_cfg()
+  key = jax.random.PRNGKey(5)
+  sub_chunk = NUM_RAYS // count if count > 1 else 0
+  (value, (loss, metrics)), grads = jax.jit(jax.value_and_grad(
+      lambda p: _sliced(model, p, ex, key, loss_cfg, sub_chunk), has_aux=True))(params)
+  (loss_ref, metrics_ref), grads_ref = jax.jit(jax.value_and_grad(
+      lambda p: _by_hand(model, p, ex, key, loss_cfg, count), has_aux=True))(params)
+  np.testing.assert_allclose(value, loss, rtol=1e-6)
+  np.testing.assert_allclose(loss, loss_ref, rtol=1e-5)
+  for name, ref in metrics_ref.items():
+    np.testing.assert_allclose(metrics[name], ref, rtol=1e-5, atol=1e-7, err_msg=name)
+  assert float(metrics["consistency"]) > 0
+  worst = _assert_close_grads(grads, grads_ref)
   # The consistency loss's share of the gradient is there: without it the gradient moves.
   loss_cfg.consistency_weight = 0.0
-  _, grads_free = jax.jit(lambda p: train_step.example_grads(
-      model, p, ex, key, loss_cfg, (16, 16), quarter))(params)
+  grads_free = jax.jit(jax.grad(
+      lambda p: _sliced(model, p, ex, key, loss_cfg, sub_chunk)[0]))(params)
   moved = max(float(jnp.max(jnp.abs(g - r)))
-              for g, r in zip(jax.tree.leaves(grads_free), flat_ref))
+              for g, r in zip(jax.tree.leaves(grads_free), jax.tree.leaves(grads_ref)))
   assert moved > 100 * worst, (moved, worst)
+
+
+def test_example_loss_is_the_one_slice_case():
+  model, params, *_ = _setup(MoEConfig(layers=(0,)))
+  ex = _example(NUM_RAYS, [[0, 15], [3, 9], [-1, -1]])
+  loss_cfg = _loss_cfg()
+  key = jax.random.PRNGKey(5)
+  (loss, metrics), grads = jax.jit(jax.value_and_grad(
+      lambda p: gnt_loss.example_loss(model, p, ex, key, loss_cfg, (16, 16)),
+      has_aux=True))(params)
+  (_, (loss_one, metrics_one)), grads_one = jax.jit(jax.value_and_grad(
+      lambda p: _sliced(model, p, ex, key, loss_cfg, 0), has_aux=True))(params)
+  np.testing.assert_allclose(loss, loss_one, rtol=1e-6)
+  assert set(metrics) == set(metrics_one)
+  for name in metrics:
+    np.testing.assert_allclose(metrics[name], metrics_one[name], rtol=1e-6, err_msg=name)
+  _assert_close_grads(grads, grads_one)
+
+
+def test_slices_must_divide_the_rays():
+  model, *_ = _setup()
+  ex = _example(NUM_RAYS, np.zeros((0, 2)))
+  with pytest.raises(ValueError, match="do not divide into slices of 5"):
+    gnt_loss.slice_inputs(model, ex, jax.random.PRNGKey(0), (16, 16), 5)
 
 
 def test_pairs_side_by_side_moves_each_pair_onto_two_rows():
   ex = _example(8, [[1, 6], [-1, -1], [0, 3]])
-  out = train_step.pairs_side_by_side(ex)
+  out = gnt_loss.pairs_side_by_side(ex)
   # Pairs in order (padding skipped), then the unpaired rows 2, 4, 5, 7 in order.
   order = np.array([1, 6, 0, 3, 2, 4, 5, 7])
   np.testing.assert_array_equal(out["pixels"], np.asarray(ex["pixels"])[order])
@@ -134,14 +164,13 @@ def test_pairs_side_by_side_moves_each_pair_onto_two_rows():
     assert out[name] is ex[name]
   # Under jit and vmap (the train step's forms) as well.
   both = jax.tree.map(lambda a: jnp.stack([a, a]), ex)
-  batched = jax.jit(jax.vmap(train_step.pairs_side_by_side))(both)
+  batched = jax.jit(jax.vmap(gnt_loss.pairs_side_by_side))(both)
   np.testing.assert_array_equal(batched["pixels"][1], out["pixels"])
   np.testing.assert_array_equal(batched["pairs"][0], out["pairs"])
 
 
 def test_odd_slices_with_pairs_are_refused():
-  model, params, *_ = _setup(MoEConfig(layers=(0,)))
+  model, *_ = _setup(MoEConfig(layers=(0,)))
   ex = _example(24, [[0, 23]])
-  loss_cfg = _loss_cfg()
   with pytest.raises(ValueError, match="even number of rays; got train.sub_chunk=3 for 24"):
-    train_step.example_grads(model, params, ex, jax.random.PRNGKey(0), loss_cfg, (16, 16), 3)
+    gnt_loss.slice_inputs(model, ex, jax.random.PRNGKey(0), (16, 16), 3)

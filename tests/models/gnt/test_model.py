@@ -1,4 +1,4 @@
-"""Invariances and behaviour of the GNT model (small configuration, random weights)."""
+"""Tests of movenerf.models.gnt.model: invariances and behaviour of GNTModel (small, random)."""
 
 import dataclasses
 import functools
@@ -10,25 +10,10 @@ import pytest
 
 from movenerf import testing
 from movenerf.geometry.epipolar import EpipolarSamples
-from movenerf.models.gnt.network import GNTNet
-from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.geometry.rays import Rays
-from movenerf.models.gnt.render import render_chunk, render_rays_chunked
-
-SMALL = GNTConfig(width=16, depth=2, coarse_feat_dim=8, fine_feat_dim=8, num_samples=8,
-                  num_importance=4)
-
-
-@functools.lru_cache(maxsize=None)
-def _setup(config=SMALL, num_views=4, size=16, num_rays=6):
-  rays, target, sources = testing.dummy_inputs(num_views, size, size, num_rays, seed=1)
-  model = GNTModel(config)
-  variables = jax.jit(model.init)(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
-  # Non-trivial weights everywhere (the default init leaves biases at zero).
-  leaves, tree = jax.tree.flatten(variables)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  leaves = [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)]
-  return model, jax.tree.unflatten(tree, leaves), rays, target, sources
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
+from movenerf.models.gnt.network import GNTNet
+from tests.models.gnt import helpers
 
 
 def _render(model, variables, rays, target, sources, **kw):
@@ -36,7 +21,7 @@ def _render(model, variables, rays, target, sources, **kw):
 
 
 def test_source_view_permutation_does_not_change_colour():
-  model, variables, rays, target, sources = _setup()
+  model, variables, rays, target, sources = helpers.setup()
   out = _render(model, variables, rays, target, sources)
   perm = jnp.array([2, 0, 3, 1])
   permuted = sources.replace(images=sources.images[perm], cameras=sources.cameras[perm])
@@ -50,7 +35,7 @@ def test_source_view_permutation_does_not_change_colour():
 
 
 def test_jit_and_eager_agree():
-  model, variables, rays, target, sources = _setup()
+  model, variables, rays, target, sources = helpers.setup()
   eager = _render(model, variables, rays, target, sources)
   jitted = jax.jit(functools.partial(_render, model))(variables, rays, target, sources)
   # XLA fuses (and re-associates) differently under jit: float32-rounding level only.
@@ -69,16 +54,16 @@ def test_point_seen_by_no_view_gives_finite_output():
   rgb, weights = net.apply(params, samples, points, dirs)
   assert bool(jnp.all(jnp.isfinite(rgb))) and bool(jnp.all(jnp.isfinite(weights)))
   # End to end: rays pointing away from every source camera.
-  model, variables, rays, target, sources = _setup()
+  model, variables, rays, target, sources = helpers.setup()
   away = Rays(rays.origins, -rays.directions)
   out = _render(model, variables, away, target, sources)
   assert bool(jnp.all(jnp.isfinite(out.fine.rgb))) and bool(jnp.all(jnp.isfinite(out.fine.depth)))
 
 
 def test_bfloat16_runs_and_stays_close_to_float32():
-  model, variables, rays, target, sources = _setup()
+  model, variables, rays, target, sources = helpers.setup()
   ref = _render(model, variables, rays, target, sources)
-  bf16 = GNTModel(dataclasses.replace(SMALL, dtype="bfloat16"))
+  bf16 = GNTModel(dataclasses.replace(helpers.SMALL, dtype="bfloat16"))
   out = _render(bf16, variables, rays, target, sources)
   assert out.coarse.rgb.dtype == jnp.float32
   # bfloat16 keeps ~3 significant digits; through 2 x 2 transformer blocks the
@@ -90,7 +75,7 @@ def test_bfloat16_runs_and_stays_close_to_float32():
 
 
 def test_dropout_and_stratification_only_in_training():
-  model, variables, rays, target, sources = _setup()
+  model, variables, rays, target, sources = helpers.setup()
   a = _render(model, variables, rays, target, sources)
   b = _render(model, variables, rays, target, sources)
   np.testing.assert_array_equal(a.fine.rgb, b.fine.rgb)
@@ -104,18 +89,8 @@ def test_dropout_and_stratification_only_in_training():
   assert float(t1.coarse.depths.min()) >= 2.0 and float(t1.coarse.depths.max()) <= 6.0
 
 
-def test_chunked_rendering_matches_one_batch():
-  model, variables, rays, target, sources = _setup()
-  featmaps = model.apply(variables, sources.images, method=GNTModel.encode)
-  whole = render_chunk(model, variables, rays, target, sources, featmaps, 2.0, 6.0)
-  chunked = render_rays_chunked(model, variables, rays, target, sources, 2.0, 6.0, chunk_size=4)
-  np.testing.assert_allclose(chunked["rgb_coarse"], whole.coarse.rgb, atol=1e-4)
-  np.testing.assert_allclose(chunked["rgb"], whole.fine.rgb, atol=2e-4)
-  np.testing.assert_allclose(chunked["depth_coarse"], whole.coarse.depth, atol=1e-4)
-
-
 def test_gradients_are_finite():
-  model, variables, rays, target, sources = _setup()
+  model, variables, rays, target, sources = helpers.setup()
 
   def loss(v):
     out = _render(model, v, rays, target, sources, train=True,
@@ -150,7 +125,7 @@ def test_initial_parameters_are_independent_draws():
   parameters are a function of the key, each kernel has the spread of the threefry
   draw of its initialiser, and kernels of sibling layers and neighbouring columns are
   uncorrelated."""
-  model = GNTModel(dataclasses.replace(SMALL, width=32, depth=2))
+  model = GNTModel(dataclasses.replace(helpers.SMALL, width=32, depth=2))
   params = init_variables(model, jax.random.PRNGKey(0))["params"]
   again = init_variables(model, jax.random.PRNGKey(0))["params"]
   other = init_variables(model, jax.random.PRNGKey(1))["params"]

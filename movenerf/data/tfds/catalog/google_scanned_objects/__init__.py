@@ -1,0 +1,1 @@
+"""TFDS dataset folder of the `google_scanned_objects` format."""

@@ -1,0 +1,1 @@
+"""TFDS dataset folder of the `ibrnet_collected` format."""

@@ -1,0 +1,1 @@
+"""TFDS dataset folder of the `nerf_synthetic` format."""
