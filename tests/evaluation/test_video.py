@@ -14,6 +14,7 @@ from movenerf.evaluation import video
 from movenerf.geometry import camera_paths
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
+from movenerf.models.gnt.family import GNTFamily
 from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 
 SIZE = 16
@@ -175,7 +176,8 @@ def test_render_video_tiny_model(tmp_path, capsys):
   model, variables = _tiny_model()
   path_c2w = camera_paths.circle_path(scene.c2w, 3)
   out = str(tmp_path / "orbit.mp4")
-  result = video.render_video(model, variables, sources, scene.intrinsics[0], path_c2w, SIZE,
+  family = GNTFamily(model)
+  result = video.render_video(family, variables, sources, scene.intrinsics[0], path_c2w, SIZE,
                               SIZE, scene.near, scene.far, 128, out, fps=6)
   assert result == out
   back = _read(out)
@@ -188,14 +190,14 @@ def test_render_video_tiny_model(tmp_path, capsys):
 
 
 def test_render_video_validates_inputs(tmp_path):
-  model = GNTModel(GNTConfig(width=16, depth=1, coarse_feat_dim=8, fine_feat_dim=8,
-                             num_samples=8))
+  family = GNTFamily(GNTModel(GNTConfig(width=16, depth=1, coarse_feat_dim=8, fine_feat_dim=8,
+                                        num_samples=8)))
   k = np.eye(3, dtype=np.float32)
   bad = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
   bad[1, 0, 0] = np.nan
   with pytest.raises(ValueError, match="NaN"):
-    video.render_video(model, {}, None, k, bad, 8, 8, 1.0, 2.0, 64, str(tmp_path / "x.mp4"))
+    video.render_video(family, {}, None, k, bad, 8, 8, 1.0, 2.0, 64, str(tmp_path / "x.mp4"))
   with pytest.raises(ValueError, match="intrinsics"):
-    video.render_video(model, {}, None, np.eye(4), bad[:1], 8, 8, 1.0, 2.0, 64,
+    video.render_video(family, {}, None, np.eye(4), bad[:1], 8, 8, 1.0, 2.0, 64,
                        str(tmp_path / "x.mp4"))
   assert os.listdir(tmp_path) == []
