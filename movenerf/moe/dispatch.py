@@ -36,9 +36,7 @@ import jax.numpy as jnp
 # Dense masks up to this many [T, E, C] elements (16 MiB as bool, 16M floats) are
 # cheap; beyond it the sorted path's O(T * K) index arrays win.
 # The dense path's einsums cost 2 T E C D multiply-adds, the experts 2 E C D H: the
-# masks cost more than the experts once T > H (256 at width 64). Measured on a 2-core
-# CPU with 1024 tokens per call: dense dispatch made GNT-MoVE 2.5x slower than GNT.
-# 2**16 elements keeps the dense path to small token groups (e.g. T = 128, E = 4,
+# masks cost more than the experts once T > H (256 at width 64). 2**16 elements keeps the dense path to small token groups (e.g. T = 128, E = 4,
 # C = 128), where its einsums are cheap and suit TPUs.
 DENSE_MAX_ELEMENTS = 2**16
 

@@ -17,11 +17,9 @@ def matmul(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
 
   The weight gradient ``x^T g`` contracts over the rows of both operands, so XLA
   transposes one of them; left to itself it fuses that transpose into the elementwise
-  loop that produces ``g``, which then reads its (up to ~60) inputs column by column.
-  In the profile of a GNT train step on the 2-core CPU those transposed fusions took
-  ~30% of the step, 5-10 ms each for what is ~0.5 ms as a plain transpose. The
-  optimisation barrier makes ``g`` a row-major buffer first. Values and gradients are
-  those of ``x @ w``.
+  loop that produces ``g``, which then reads its (up to ~60) inputs column by column
+  (``benchmarks/README.md`` has the profile). The optimisation barrier makes ``g`` a
+  row-major buffer first. Values and gradients are those of ``x @ w``.
   """
   return x @ w
 

@@ -8,8 +8,8 @@ Reference configuration: depth 8, width 64, 10 source views of 64x64, 64 samples
 ray (coarse only), 512 rays per step, float32. For each model it reports
 
 * inference: rays/s rendering one chunk of ``--rays`` rays (median of ``--repeats``
-  timed runs after a warm-up run, which is timed apart: ``infer_first_step_s``; in the
-  suite runs on the 2-core CPU first runs took 0.72-1.84x the median),
+  timed runs after a warm-up run, which is timed apart: ``infer_first_step_s``; first
+  runs vary more than later ones),
   compile time, feature-net time;
 * training: rays/s and step time (median of ``--train-repeats``, after a warm-up step
   timed apart: ``train_first_step_s``) of the full train step (forward, backward, Adam
@@ -160,8 +160,7 @@ class Prepared:
     return self.times[-1]
 
   def warm_up(self) -> float:
-    """Runs the compiled program once, not as a timed run; returns its time (first runs
-    took up to 1.84x the median on the 2-core CPU)."""
+    """Runs the compiled program once, not as a timed run; returns its time."""
     first = self.time_once()
     self.times.pop()
     return first
@@ -199,7 +198,7 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
   compiled = render_chunk.lower(*args).compile()
   compile_s = time.perf_counter() - begin
   # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped program,
-  # as lowered (compiling it as well took 3-10 s per case).
+  # as lowered, without compiling it a second time.
   flops = _flops(render_chunk.lower(*args[:-1], 0))
 
   def first_runs(prepared: Prepared):
@@ -328,7 +327,7 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
   peak = peak_matmul_flops(dtypes.pop())
   begin = time.perf_counter()
   with concurrent.futures.ThreadPoolExecutor(compile_workers) as pool:
-    # One initialisation per model (compiling it takes 8-13 s on the 2-core CPU).
+    # One initialisation per model.
     variables = dict(zip(configs, pool.map(
         lambda c: init_variables(GNTModel(c), jax.random.PRNGKey(0)), configs.values())))
     builds = {("infer", n): functools.partial(prepare, c, num_views, size, rays, sub_chunk,
@@ -446,7 +445,7 @@ def _run_suite(args) -> dict:
   with tempfile.TemporaryDirectory() as tmp:
     # The cases share one persistent compilation cache, for the programs that are the
     # same in every case of a dtype and take long to compile: the models' parameter
-    # initialisations (8-13 s each on the 2-core CPU) and, with the host loop over slice
+    # initialisations and, with the host loop over slice
     # groups (training.slice_loop), the train step's programs but ``prepare``: the
     # 2048-ray cases compile their train steps from the 512-ray cases' programs. The
     # cache lives as long as this suite: no figure comes from an earlier run.
@@ -455,8 +454,8 @@ def _run_suite(args) -> dict:
     for rays in (512, 2048):
       for dtype in ("float32", "bfloat16"):
         out = os.path.join(tmp, f"case_{dtype}_{rays}.json")
-        # A 2048-ray train step takes 15-30 s here and a 2048-ray render 5-8 s: the suite
-        # times one of each (after the warm-up run) at that size.
+        # At 2048 rays the suite times one render and one train step (after the
+        # warm-up run): each takes several times the 512-ray one.
         repeats = args.repeats if rays <= 512 else 1
         train_repeats = args.train_repeats or repeats
         cmd = [sys.executable, "-m", "movenerf.tools.bench", "--model", "both",

@@ -32,9 +32,8 @@ def encode_sources(model: GNTModel, variables, images: jnp.ndarray):
 def default_sub_chunk() -> int:
   """Rays per inner step: 16 on CPU, 0 (= whole chunk) on accelerators.
 
-  On a 2-core CPU, 512-ray chunks in slices of 8-32 rays render ~3x faster than the
-  whole chunk at once (171 -> 500-530 rays/s at the reference configuration): the
-  [rays, samples, views, D] intermediates of a slice stay in cache.
+  On CPU the [rays, samples, views, D] intermediates of a small slice stay in cache
+  (``benchmarks/README.md`` has the measurement).
   """
   return 16 if jax.default_backend() == "cpu" else 0
 

@@ -39,8 +39,7 @@ def attend_views(logits: jnp.ndarray, value: jnp.ndarray, scale: jnp.ndarray) ->
   Its backward pass is written out: with ``w`` the weights and ``t = scale * value *
   dx``, ``dlogits = w * (t - sum_v w * t)`` and ``dvalue = w * scale * dx``, one
   reduction over views, where XLA's derivative goes back through the max, exp, sum and
-  division, each over [R, S, V, D]. Measured against autodiff of the same forward, in
-  one process: the CPU train step (512 rays) took 5.8-6.2 s instead of 6.4-6.5 s.
+  division, each over [R, S, V, D].
   """
   return _attend_views_fwd(logits, value, scale)[0]
 
@@ -110,17 +109,15 @@ class ViewAttention(nn.Module):
     a1, ab1 = attn_fc.fc1.kernel, attn_fc.fc1.bias
     p2, pb2 = pos_fc.fc2.kernel, pos_fc.fc2.bias
     cast = lambda t: t.astype(self.dtype)
-    # Folded weights: a few small [D, D] products per call, negligible. One matmul on
-    # the concatenated [k | pos_h] measured 2x faster on CPU than two matmuls whose
-    # outputs are added (XLA then fuses the add into several consumers).
+    # Folded weights: a few small [D, D] products per call. One matmul on the
+    # concatenated [k | pos_h] instead of two matmuls whose outputs are added, which
+    # XLA would fuse into several consumers.
     proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
                             jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)  # [D+h, D+h]
     const = jnp.concatenate([pb2, pb2 @ a1 + ab1])  # [D + h]
     # The biases ride in the matmuls as a row of the weights against a column of ones:
-    # their gradients then come out of the weight-gradient matmuls. As separate adds,
-    # their gradients were sums over [R, S, V] that XLA:CPU computes in bfloat16 as
-    # converts plus tree reductions, ~8 ms each per 32-ray slice (bfloat16 train step
-    # 7.2 s -> 5.9 s, A/B in one process; float32 unchanged).
+    # their gradients then come out of the weight-gradient matmuls instead of sums over
+    # [R, S, V], which XLA:CPU computes in bfloat16 as converts plus tree reductions.
     ones = jnp.ones(k.shape[:-1] + (1,), self.dtype)
     with_bias = lambda w, b: cast(jnp.concatenate([w, b[None]], axis=0))
     pos_h = nn.relu(matmul(jnp.concatenate([cast(ray_diff), ones], axis=-1),
