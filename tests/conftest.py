@@ -26,3 +26,17 @@ def reference_dir():
   if not REFERENCE.exists():
     pytest.skip(f"shared reference vectors not found at {REFERENCE}")
   return REFERENCE
+
+
+@pytest.fixture(scope="session")
+def decoupled_run(tmp_path_factory):
+  """A 6-step Decoupling-NeRF run, then resumed to 8 steps; returns (workdir, first result,
+  resumed). One run for the family's tests and the zero-shot comparison's
+  (tests/models/decoupled/test_family.py, tests/tools/test_zero_shot.py)."""
+  # Imported here: only the tests that use the run load the training program.
+  from movenerf import train as train_main
+  from tests.models.decoupled.helpers import small_config
+  workdir = tmp_path_factory.mktemp("dc_run")
+  first = train_main.train(small_config(), str(workdir))
+  resumed = train_main.train(small_config(num_steps=8), str(workdir))
+  return workdir, first, resumed

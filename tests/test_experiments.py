@@ -185,3 +185,18 @@ def test_main_job_result_agrees_with_the_readme():
   readme = (REPO / "README.md").read_text()
   assert psnr in readme and ssim in readme
   assert psnr in gnt.__doc__ and ssim in gnt.__doc__  # gnt.py:tiny points at the main job
+
+
+def test_paper_and_real_variants_match_the_method():
+  paper = decoupled_nerf.get_config("paper")
+  assert paper.data.train.synthetic.scenes == "chair,drums,ficus,hotdog,lego,materials"
+  assert paper.data.eval.synthetic.scenes == "mic,ship"
+  assert tuple(paper.data.example.source_size) == (64, 64)
+  assert paper.optim.name == "adamax" and paper.optim.lr_transformer == 0.002
+  assert (paper.optim.b1, paper.optim.b2) == (0.9, 0.999)
+  assert paper.data.global_batch == 4 and paper.optim.accumulate_steps == 8
+  m = paper.model
+  assert (m.num_freqs, m.attn_heads, m.head_dim, m.width) == (12, 32, 32, 256)
+  real = decoupled_nerf.get_config("real")
+  assert (real.data.train.lego.scenes, real.data.eval.mic.scenes) == ("lego", "mic")
+  assert pathlib.Path(real.data.train.lego.path).name == "nerf_synthetic"

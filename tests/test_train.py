@@ -1,5 +1,7 @@
-"""Training: loss goes down, kill -9 resume is exact, non-finite updates are skipped,
-configs reject unknown keys, 8 devices == 1 device, eval writes what it promises."""
+"""The training program (movenerf.train): loss goes down, kill -9 resume is exact,
+configs reject unknown keys, few-shot and upcycled starts, SIGTERM stops with a checkpoint.
+
+The train step's parts are tested beside their modules in tests/training/."""
 
 import json
 import os
@@ -10,39 +12,16 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import gnt, gnt_move
-from movenerf import sharding
 from movenerf.data import pipeline
-from movenerf.training import checkpoint, optim
+from movenerf.training import checkpoint
 from movenerf.data import sources as train_data
-from movenerf.training import state as train_state
-from movenerf.training import step as train_step
 from movenerf import train as train_main
+from tests.helpers import small_config
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def small_config(move: bool = False, **train_overrides):
-  """The tiny variant shrunk further so a step compiles and runs in seconds."""
-  c = (gnt_move if move else gnt).get_config("tiny")
-  c.model.update(width=16, coarse_feat_dim=8, fine_feat_dim=8, num_samples=8, feature_width=8)
-  for group in ("train", "eval"):
-    entry = c.data[group][sorted(c.data[group].keys())[0]]
-    entry.options.update(num_scenes=3 if group == "train" else 1, num_views=9, height=16,
-                         width=16)
-  c.data.example.update(num_source_views=3, rays_per_example=32)
-  c.data.global_batch = 2
-  c.optim.update(lr_feature=3e-3, lr_transformer=3e-3)
-  c.train.update(num_steps=8, log_every=1, image_every=0, checkpoint_every=4,
-                 async_checkpoints=True)
-  c.eval.update(at_end=False, num_source_views=3, max_views_per_scene=1, chunk_size=64,
-                video_frames=0)
-  c.train.update(**train_overrides)
-  return c
 
 
 def _losses(workdir):
@@ -137,67 +116,6 @@ def test_unknown_config_key_is_a_clear_error(tmp_path):
     train_data.make_source("x", {"format": "generated", "options": {"num_scene": 1}})
 
 
-def _one_device_setup(move=False, sub_chunk=0):
-  c = small_config(move)
-  model = train_main.build_model(c)
-  mesh = sharding.make_mesh()
-  tx = optim.make_optimizer(c.optim)
-  params = train_main.initial_params(c, model)
-  state, shardings = train_state.create_state(params, tx, 0, mesh)
-  sources, weights = train_data.make_sources(c.data.train)
-  maker = pipeline.ExampleMaker(sources, weights,
-                                pipeline.ExampleSpec.from_config(c.data.example.to_dict()))
-  batch = pipeline.train_dataset(maker, 2)[0]
-  fn = train_step.make_train_step(model, tx, c.loss, (16, 16), mesh, shardings,
-                                  sub_chunk=sub_chunk)
-  return mesh, state, batch, fn
-
-
-# sub_chunk 8: the host loop over slices (training.slice_loop) on this one CPU device.
-@pytest.mark.parametrize("sub_chunk", [0, 8])
-def test_non_finite_gradients_are_skipped(sub_chunk):
-  mesh, state, batch, fn = _one_device_setup(sub_chunk=sub_chunk)
-  before = jax.device_get(state.params)
-  bad = dict(batch, rgb=np.full_like(batch["rgb"], np.nan))
-  with jax.set_mesh(mesh):
-    state, metrics = fn(state, pipeline.to_device_batch(bad, mesh))
-    jax.block_until_ready(state)
-    assert int(state.step) == 1 and int(state.skipped) == 1
-    assert float(metrics["update_skipped"]) == 1.0
-    after = jax.device_get(state.params)
-    jax.tree.map(np.testing.assert_array_equal, before, after)
-    # A finite batch afterwards updates normally.
-    state, metrics = fn(state, pipeline.to_device_batch(batch, mesh))
-    assert int(state.step) == 2 and int(state.skipped) == 1
-    assert np.isfinite(float(metrics["loss"]))
-    changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), after,
-                           jax.device_get(state.params))
-    assert any(jax.tree.leaves(changed))
-
-
-def test_learning_rate_groups_and_schedule():
-  c = gnt.get_config("paper")
-  fns = optim.learning_rate_fns(c.optim)
-  assert float(fns["feature"](0)) == pytest.approx(1e-3)
-  assert float(fns["transformer"](49_999)) == pytest.approx(5e-4)
-  assert float(fns["transformer"](50_000)) == pytest.approx(2.5e-4)
-  assert float(fns["feature"](120_000)) == pytest.approx(2.5e-4)
-  labels = optim.param_groups({"feature_net": {"a": 1}, "net_coarse": {"b": 2}})
-  assert labels == {"feature_net": {"a": "feature"}, "net_coarse": {"b": "transformer"}}
-  assert c.data.global_batch * c.data.example.rays_per_example == 4096
-  assert c.train.num_steps == 250_000
-
-
-def test_eight_devices_match_one():
-  """GNT on (8 data) and GNT-MoVE on (4 data x 2 expert) vs one device, 2 steps."""
-  env = dict(os.environ, PYTHONPATH=str(REPO),
-             XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
-  out = subprocess.run([sys.executable, str(REPO / "tests" / "sharded_train_check.py")],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-  assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-  assert "OK" in out.stdout
-
-
 def test_fewshot_from_a_run_and_upcycled_move(tmp_path):
   base = tmp_path / "base"
   train_main.train(small_config(num_steps=2, checkpoint_every=2), str(base))
@@ -247,22 +165,3 @@ def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
   assert proc.returncode == 0 and "stopping at step" in out and "SIGTERM" in out
   step = int(out.split("stopping at step ")[1].split()[0])
   assert (run / "checkpoints" / str(step)).is_dir()
-
-
-def test_accumulation_and_per_group_learning_rates():
-  c = gnt.get_config("tiny")
-  c.optim.update(lr_feature=2e-3, lr_transformer=1e-3, accumulate_steps=2)
-  tx = optim.make_optimizer(c.optim)
-  params = {"feature_net": {"w": jnp.ones(3)}, "net_coarse": {"w": jnp.ones(3)}}
-  grads = {"feature_net": {"w": jnp.full(3, 0.5)}, "net_coarse": {"w": jnp.full(3, -0.5)}}
-  opt = tx.init(params)
-  updates, opt = tx.update(grads, opt, params)
-  # First of two accumulated steps: no update yet.
-  assert all(float(jnp.max(jnp.abs(u))) == 0 for u in jax.tree.leaves(updates))
-  updates, opt = tx.update(grads, opt, params)
-  # Adam's first update is lr * sign(g): each group moves by its own learning rate.
-  np.testing.assert_allclose(updates["feature_net"]["w"], -2e-3, rtol=1e-4)
-  np.testing.assert_allclose(updates["net_coarse"]["w"], 1e-3, rtol=1e-4)
-  with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
-    c.optim.name = "sgdd"
-    optim.make_optimizer(c.optim)

@@ -180,3 +180,43 @@ def test_pipeline_errors(source, records):
   ex = mask_maker(0)
   rec = {r.scene_id: r for r in records}[mask_maker.scenes["gen"][ex["ids"][1]]]
   assert rec.masks[ex["ids"][2]][ex["pixels"][:, 1], ex["pixels"][:, 0]].all()
+
+
+def test_whole_image_examples():
+  rec = procedural.make_record(1, num_views=9, height=24, width=32)
+  src = views.RecordSource([rec], "g")
+  spec = pipeline.ExampleSpec(num_source_views=3, rays_per_example=24 * 32,
+                              pixel_mode="image")
+  ex = pipeline.ExampleMaker({"g": src}, spec=spec, seed=0)(5)
+  h, w = 24, 32
+  np.testing.assert_array_equal(ex["pixels"][:, 0], np.tile(np.arange(w), h))
+  np.testing.assert_array_equal(ex["pixels"][:, 1], np.repeat(np.arange(h), w))
+  view = int(ex["ids"][2])  # the view's index in the whole scene
+  np.testing.assert_allclose(ex["rgb"].reshape(h, w, 3), rec.images[view] / 255.0,
+                             atol=1e-7)
+  assert ex["pairs"].shape == (0, 2)
+
+  # With source_size the target is resized too, and its intrinsics scaled with it.
+  spec = pipeline.ExampleSpec(num_source_views=3, rays_per_example=12 * 16,
+                              pixel_mode="image", source_size=(12, 16))
+  small = pipeline.ExampleMaker({"g": src}, spec=spec, seed=0)(5)
+  assert small["src_images"].shape == (3, 12, 16, 3) and small["rgb"].shape == (192, 3)
+  np.testing.assert_allclose(small["tgt_intrinsics"][:2], ex["tgt_intrinsics"][:2] / 2,
+                             rtol=1e-6)
+
+  with pytest.raises(ValueError, match=r"rays_per_example = H \* W = 24x32 = 768"):
+    pipeline.ExampleMaker({"g": src}, seed=0, spec=pipeline.ExampleSpec(
+        num_source_views=3, rays_per_example=512, pixel_mode="image"))
+
+
+def test_eval_examples_resize():
+  rec = procedural.make_record(2, num_views=9, height=24, width=32)
+  src = views.RecordSource([rec], "g")
+  full = next(pipeline.eval_examples(src, 3))
+  half = next(pipeline.eval_examples(src, 3, image_size=(12, 16)))
+  assert half["tgt_image"].shape == (12, 16, 3) and half["src_images"].shape == (3, 12, 16, 3)
+  assert half["tgt_depth"].shape == (12, 16) and half["tgt_mask"].shape == (12, 16)
+  np.testing.assert_allclose(half["src_intrinsics"][:, :2], full["src_intrinsics"][:, :2] / 2,
+                             rtol=1e-6)
+  # Nearest resizing of the depth keeps true depth values (no blending across edges).
+  assert set(np.unique(half["tgt_depth"])) <= set(np.unique(full["tgt_depth"]))

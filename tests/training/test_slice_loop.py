@@ -16,7 +16,7 @@ from movenerf.data import sources as train_data
 from movenerf.training import slice_loop
 from movenerf.training import state as train_state
 from movenerf.training import step as train_step
-from tests.test_train import small_config
+from tests.helpers import small_config
 
 SUB_CHUNK = 8
 

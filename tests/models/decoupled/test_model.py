@@ -181,3 +181,13 @@ def test_gradients_finite_and_training_lowers_ssim_loss(scene, model_and_params)
     losses.append(float(loss))
   # The last step's loss (before its update) avoids compiling a separate loss program.
   assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_layer_depth_is_analytic():
+  d, near, far = 4, 2.0, 6.0
+  weights = np.zeros((d, 2, 2), np.float32)
+  weights[1, 0, 0] = 1.0            # one opaque layer: its plane, 2 + 1.5 / 4 * 4
+  weights[[0, 3], 0, 1] = 0.5       # half and half: the mean of planes 0 and 3
+  # pixel (1, *): nothing composited: far
+  depth = np.asarray(dc.layer_depth(jnp.asarray(weights), near, far))
+  np.testing.assert_allclose(depth, [[3.5, 4.0], [6.0, 6.0]], atol=1e-6)

@@ -1,4 +1,6 @@
-"""Tests of movenerf.models.gnt.model: invariances and behaviour of GNTModel (small, random)."""
+"""Tests of movenerf.models.gnt.model: invariances and behaviour of GNTModel (small, random),
+GNT-MoVE (experts in the view transformer) and stage-by-stage parity with the official
+PyTorch GNT through the reference vectors."""
 
 import dataclasses
 import functools
@@ -13,7 +15,8 @@ from movenerf.geometry.epipolar import EpipolarSamples
 from movenerf.geometry.rays import Rays
 from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.models.gnt.network import GNTNet
-from tests.models.gnt import helpers
+from movenerf.tools import check_parity
+from tests.models.gnt import helpers, move_helpers
 
 
 def _render(model, variables, rays, target, sources, **kw):
@@ -156,3 +159,72 @@ def test_initial_parameters_are_independent_draws():
 def _by_path(tree) -> dict[str, np.ndarray]:
   return {jax.tree_util.keystr(p): np.asarray(v)
           for p, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+# ----------------------------------------------------------------------------- GNT-MoVE
+
+
+def test_moe_params_sit_in_odd_view_blocks_only():
+  model, v = move_helpers.move()
+  net = v["params"]["net_coarse"]
+  assert "moe" in net["view_trans_1"] and "ff" not in net["view_trans_1"]
+  assert "ff" in net["view_trans_0"] and "moe" not in net["view_trans_0"]
+  assert net["view_trans_3"]["moe"]["experts"]["fc1"]["kernel"].shape == (4, 16, 64)
+  assert "moe" not in net["ray_trans_1"]
+
+
+def test_source_view_permutation_and_jit_with_moe():
+  _, _, rays, target, sources = move_helpers.dense()
+  model, v = move_helpers.move()
+  out = move_helpers.apply(model, v, rays, target, sources)
+  perm = jnp.array([3, 1, 0, 2])
+  permuted = sources.replace(images=sources.images[perm], cameras=sources.cameras[perm])
+  np.testing.assert_allclose(move_helpers.apply(model, v, rays, target, permuted).coarse.rgb,
+                             out.coarse.rgb, atol=1e-5)
+  eager = model.apply(v, rays, target, sources, 2.0, 6.0)
+  np.testing.assert_allclose(eager.coarse.rgb, out.coarse.rgb, atol=1e-4)
+
+
+# ---------------------------------------------------------- parity with the official GNT
+
+# Stage tolerances: float32 re-association differences only.
+STAGES = {
+    "inter/featmaps_coarse": 1e-4, "inter/pts": 1e-5, "inter/mask": 0.0,
+    "inter/ray_diff_sub": 1e-5, "inter/rgb_feat_sub": 1e-4,
+    # Relative error; points near a camera plane divide by a tiny depth.
+    "inter/pixel_locations_sub": 1e-4, "debug/rgbfeat_fc_out": 1e-4,
+    "debug/final_layernorm_out": 1e-4, "outputs/rgb": 1e-4,
+}
+C2F_STAGES = {
+    "outputs/weights": 1e-6, "outputs/depth": 1e-5, "inter/pdf_samples": 1e-4,
+    "inter/z_vals_fine": 1e-4, "inter/mask_fine": 0.0, "inter/rgb_feat_fine_sub": 1e-4,
+    "outputs_fine/rgb": 1e-4, "outputs_fine/weights": 1e-5, "outputs_fine/depth": 1e-4,
+    "debug/ray_attn_heads_last": 1e-6, "pdf_stress/pdf_samples": 1e-3,
+    "pdf_stress/z_vals_fine": 1e-3,
+}
+
+
+@pytest.fixture(scope="module")
+def report(reference_dir):
+  return check_parity.run_parity(str(reference_dir / "gnt_ref_vectors.npz"))
+
+
+@pytest.fixture(scope="module")
+def report_c2f(reference_dir):
+  return check_parity.run_parity(str(reference_dir / "gnt_ref_vectors_c.npz"))
+
+
+def test_reference_stages(report):
+  assert report.passed, report.format()
+  for key, tol in STAGES.items():
+    assert report.diff(key) <= tol, f"{key}: {report.diff(key)}"
+  for i in range(8):  # every per-layer activation of the debug ray
+    for name in ("q_after_view_trans", "q_after_ray_trans"):
+      assert report.diff(f"debug/{name}_{i}") <= 1e-4
+
+
+def test_reference_coarse_to_fine_stages(report_c2f):
+  assert report_c2f.passed, report_c2f.format()
+  assert report_c2f.colour_keys == ["outputs/rgb", "outputs_fine/rgb"]
+  for key, tol in {**STAGES, **C2F_STAGES}.items():
+    assert report_c2f.diff(key) <= tol, f"{key}: {report_c2f.diff(key)}"

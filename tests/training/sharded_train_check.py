@@ -1,4 +1,4 @@
-"""Run in a subprocess with 8 simulated CPU devices (see test_train.py): two train steps of
+"""Run in a subprocess with 8 simulated CPU devices (see test_step.py): two train steps of
 GNT on an 8 x 1 (data x expert) mesh and of GNT-MoVE (in ray slices) on a 4 x 2 mesh, each
 against the same steps on one device. Prints the differences and "OK" when they agree."""
 
@@ -12,8 +12,9 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.sharding import AxisType, Mesh  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from tests.test_train import small_config  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+from tests.helpers import small_config  # noqa: E402
 
 from movenerf import sharding  # noqa: E402
 from movenerf import train as train_main  # noqa: E402

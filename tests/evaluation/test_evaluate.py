@@ -1,23 +1,24 @@
-"""Evaluation writes every file it promises, and its numbers match the images it wrote."""
+"""Tests of movenerf.evaluation.evaluate: evaluation writes every file it promises and
+its numbers match the images it wrote; the nearest-source-view baseline."""
 
 import json
-import sys
-from pathlib import Path
 
 import imageio.v3 as iio
 import jax
 import numpy as np
 from PIL import Image
 
-from tests.test_train import small_config
+from movenerf import eval as eval_main
+from movenerf import sharding
+from movenerf import train as train_main
+from movenerf.data import pipeline, procedural, views
+from movenerf.evaluation import evaluate as evaluation
+from movenerf.image import metrics
+from movenerf.training import checkpoint, optim
+from movenerf.training import state as train_state
+from tests.helpers import small_config
 
-from movenerf import eval as eval_main  # noqa: E402
-from movenerf.evaluation import evaluate as evaluation  # noqa: E402
-from movenerf.image import metrics  # noqa: E402
-from movenerf import sharding  # noqa: E402
-from movenerf import train as train_main  # noqa: E402
-from movenerf.training import checkpoint, optim  # noqa: E402
-from movenerf.training import state as train_state  # noqa: E402
+SIZE = 16
 
 
 def test_eval_writes_every_promised_file(tmp_path):
@@ -62,3 +63,10 @@ def test_eval_writes_every_promised_file(tmp_path):
   assert summary["overall"] == data["overall"]
   frames = iio.imread(out / "video.mp4", index=None)
   assert frames.shape[:3] == (3, 16, 32)  # RGB | depth side by side
+
+
+def test_nearest_view_baseline_scores_the_closest_source():
+  rec = procedural.make_record(3, num_views=9, height=SIZE, width=SIZE)
+  ex = next(pipeline.eval_examples(views.RecordSource([rec], "g"), 3))
+  pred = evaluation.nearest_view(ex)["rgb"]
+  np.testing.assert_array_equal(pred, ex["src_images"][0] / np.float32(255.0))
