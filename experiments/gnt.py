@@ -102,6 +102,10 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
       async_checkpoints=True,
       mesh_expert=1,          # size of the expert mesh axis (MoVE expert parallelism)
       distributed=False,      # jax.distributed.initialize() (multi-host, e.g. TPU pods)
+      coordinator_address="",  # distributed: HOST:PORT of process 0 ("": JAX detects it,
+                               # as on TPU VMs / SLURM; movenerf.tools.launch sets it)
+      num_processes=0,        # distributed: number of processes (0: JAX detects it)
+      process_id=-1,          # distributed: this process's rank (-1: JAX detects it)
       max_minutes=0.0,        # stop (with a checkpoint) after this long; 0: no limit
       sub_chunk=0,            # one CPU device: each example's rays in slices of this many,
                               # each slice's backward pass right after its forward pass

@@ -16,19 +16,28 @@ preemption) saves a checkpoint before exiting.
 Multi-host (e.g. a Cloud TPU pod slice): set ``--config.train.distributed=true`` and run
 the same command on every host (``gcloud compute tpus tpu-vm ssh NAME --worker=all
 --command="python -m movenerf.train ..."``); each host reads its share of every batch,
-only host 0 writes logs, and checkpoints are written collectively to a shared workdir.
+only host 0 writes logs and evaluates, and checkpoints are written collectively to a
+shared workdir. ``train.coordinator_address`` / ``num_processes`` / ``process_id`` set the
+layout where JAX cannot detect it (as it does on TPU VMs and SLURM). Several processes on
+one machine's CPU, e.g. to test this, with the same losses as one process of 4 devices:
+
+  python -m movenerf.tools.launch --processes 2 --devices-per-process 2 -- movenerf.train \
+      --config experiments/gnt_move.py:tiny --workdir runs/mp --config.data.global_batch=4
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import signal
 import time
 from typing import Any, Optional
 
 from absl import app, flags, logging
 import jax
+from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 from ml_collections import config_flags
@@ -123,11 +132,64 @@ def _scalars(metrics: dict) -> dict:
   return {k: float(v) for k, v in jax.device_get(metrics).items()}
 
 
+# jax.distributed.initialize waits this long for every process to join, then fails.
+DISTRIBUTED_INIT_TIMEOUT_S = 300
+
+
+def distributed_options(train_cfg) -> Optional[dict]:
+  """The ``jax.distributed.initialize`` arguments of ``train.{coordinator_address,
+  num_processes, process_id}``: only those that are set (none: JAX detects them, as on
+  TPU VMs and SLURM); None when ``train.distributed`` is false.
+
+  Raises:
+    ValueError: a combination that cannot work, naming the config key.
+  """
+  address, count, rank = (train_cfg.coordinator_address, train_cfg.num_processes,
+                          train_cfg.process_id)
+  if not train_cfg.distributed:
+    for key, value, unset in (("coordinator_address", address, ""),
+                              ("num_processes", count, 0), ("process_id", rank, -1)):
+      if value != unset:
+        raise ValueError(f"train.{key}={value!r} is set but train.distributed is false "
+                         "(set --config.train.distributed=true)")
+    return None
+  if count < 0:
+    raise ValueError(f"train.num_processes={count}: give a count >= 1 (0: detected)")
+  if rank < -1 or (count and rank >= count):
+    raise ValueError(f"train.process_id={rank}: give a rank in [0, train.num_processes="
+                     f"{count or '?'}) (-1: detected)")
+  if (count or rank >= 0) and not address:
+    raise ValueError("train.coordinator_address is empty but train.num_processes / "
+                     "train.process_id are set: give HOST:PORT of process 0 as well")
+  if address and not re.fullmatch(r".+:\d+", address):
+    raise ValueError(f"train.coordinator_address={address!r} is not HOST:PORT")
+  options: dict = {"initialization_timeout": DISTRIBUTED_INIT_TIMEOUT_S}
+  if address:
+    options["coordinator_address"] = address
+  if count:
+    options["num_processes"] = count
+  if rank >= 0:
+    options["process_id"] = rank
+  return options
+
+
+def initialize_distributed(train_cfg) -> None:
+  """``jax.distributed.initialize`` with :func:`distributed_options` (when
+  ``train.distributed``); must run before anything touches a device."""
+  options = distributed_options(train_cfg)
+  if options is None or jax.distributed.is_initialized():  # e.g. a second train() call
+    return
+  # Cross-process collectives on CPU need an implementation (older JAX default: none);
+  # the setting only concerns the CPU backend and must precede initialisation.
+  if jax.config.jax_cpu_collectives_implementation in (None, "", "none"):
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(**options)
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) training; returns the last logged metrics and, with
   ``eval.at_end``, the evaluation summary."""
-  if config.train.distributed:
-    jax.distributed.initialize()
+  initialize_distributed(config.train)
   is_chief = jax.process_index() == 0
   os.makedirs(workdir, exist_ok=True)
   family = build_model(config)
@@ -173,7 +235,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validation = _validation_view(config) if is_chief and config.train.image_every else None
 
   def save(step, force=False):
-    checkpoint.save(mngr, step, state, iterator.get_state(), config.to_dict(), force=force)
+    data_state = iterator.get_state()
+    # Orbax writes one data-iterator state, process 0's: every host's must be the same
+    # (it is a position in the host's own share of the stream, see pipeline.train_dataset).
+    _check_same_on_every_process(data_state, "data-iterator state")
+    checkpoint.save(mngr, step, state, data_state, config.to_dict(), force=force)
 
   step = start
   with jax.set_mesh(mesh):
@@ -203,15 +269,19 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 + (f"  skipped {scalars['skipped_updates']}"
                    if scalars["skipped_updates"] else ""), flush=True)
           _write_scalars(writer, workdir, step, scalars)
-      if validation is not None and step % config.train.image_every == 0:
-        _log_validation(writer, family, state.params, validation, step, config)
-      stop = preempt.requested or (config.train.max_minutes > 0 and
-                                   time.perf_counter() - t_start > 60 * config.train.max_minutes)
+      if config.train.image_every and step % config.train.image_every == 0 and config.data.eval:
+        params = _host_params(state.params)  # every process: a collective with several
+        if validation is not None:
+          _log_validation(writer, family, params, validation, step, config)
+      sigterm, timeout = _on_any_process(
+          preempt.requested, config.train.max_minutes > 0 and
+          time.perf_counter() - t_start > 60 * config.train.max_minutes)
+      stop = sigterm or timeout
       if step % config.train.checkpoint_every == 0 or step == num_steps or stop:
         save(step, force=stop or step == num_steps)
       if stop:
         if is_chief:
-          print(f"stopping at step {step} ({'SIGTERM' if preempt.requested else 'time limit'});"
+          print(f"stopping at step {step} ({'SIGTERM' if sigterm else 'time limit'});"
                 f" checkpoint saved, rerun the same command to resume")
         break
   mngr.wait_until_finished()
@@ -221,9 +291,44 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
   result = {"train": last_logged, "step": step}
   if config.eval.at_end and step >= num_steps:
-    result["eval"] = evaluation.run_eval(config, family, jax.device_get(state.params),
-                                         os.path.join(workdir, "eval"))
+    params = _host_params(state.params)
+    if jax.process_count() > 1:
+      # One evaluation, by process 0 on its own devices. The others leave now: at exit
+      # they would wait for process 0 in the shutdown barrier, which times out.
+      jax.distributed.shutdown()
+    if is_chief:
+      result["eval"] = evaluation.run_eval(config, family, params,
+                                           os.path.join(workdir, "eval"))
   return result
+
+
+def _host_params(params: Any) -> Any:
+  """The whole parameters as NumPy arrays on this host. With several processes every one
+  must call it (MoVE experts split over hosts are gathered)."""
+  if jax.process_count() == 1:
+    return jax.device_get(params)
+  return multihost_utils.process_allgather(params, tiled=True)
+
+
+def _on_any_process(*flags_: bool) -> tuple[bool, ...]:
+  """Each flag or-ed over the processes (the same answer everywhere), so that all stop at
+  the same step: a SIGTERM or a clock reaches the hosts at different steps."""
+  if jax.process_count() == 1:
+    return tuple(bool(f) for f in flags_)
+  every = multihost_utils.process_allgather(np.asarray(flags_, np.int32))
+  return tuple(bool(f) for f in np.asarray(every).reshape(-1, len(flags_)).any(axis=0))
+
+
+def _check_same_on_every_process(value: Any, what: str) -> None:
+  """Raises unless ``value`` (JSON-serialisable) is the same on every process."""
+  if jax.process_count() == 1:
+    return
+  digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).digest()
+  mine = np.frombuffer(digest[:16], np.int32)
+  every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
+  if not (every == mine).all():
+    raise RuntimeError(f"the {what} differs between processes (process "
+                       f"{jax.process_index()}: {value!r}); a checkpoint keeps only one")
 
 
 def _write_scalars(writer, workdir: str, step: int, scalars: dict) -> None:
@@ -266,6 +371,10 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
   config = _CONFIG.value
   workdir = _WORKDIR.value
+  try:
+    distributed_options(config.train)
+  except ValueError as e:  # a config mistake: one line, no traceback
+    raise SystemExit(f"movenerf.train: {e}") from None
   result = train(config, workdir)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "result.json"), "w") as f:

@@ -9,8 +9,9 @@ example stream needs no shuffle buffer, is the same for any number of worker pro
 and resumes exactly from the iterator state (which is just the next index).
 
 Global step ``s`` consumes examples ``[s * B, (s + 1) * B)`` for a global batch of ``B``
-examples; host ``h`` of ``P`` reads every ``P``-th of them, ``B / P`` per step, and
-:func:`to_device_batch` splits the host batch over the local devices along ``data``.
+examples; host ``h`` of ``P`` reads the ``h``-th contiguous block of ``B / P`` of them,
+and :func:`to_device_batch` splits the host batch over the local devices along ``data``:
+the global batch is the same, in the same order, for any number of hosts.
 
 Example layout (``R`` rays, ``V`` source views of ``H x W``, ``Q`` pairs), NumPy:
 
@@ -232,14 +233,14 @@ def train_dataset(maker: ExampleMaker, global_batch: int, process_index: int = 0
                   process_count: int = 1) -> grain.MapDataset:
   """Endless per-host batches: element ``s`` is this host's share of global step ``s``.
 
-  Host ``h`` takes global examples ``h, h + P, h + 2P, ...`` and batches them ``B / P``
-  at a time, so the hosts' batches of one step are disjoint and together are examples
-  ``[s * B, (s + 1) * B)``.
+  Host ``h`` takes the ``h``-th of ``P`` contiguous blocks of examples ``[s * B, (s + 1) *
+  B)``: in host order the blocks are the batch one host would read, so the global batch
+  is the same for any ``P`` (order matters: the train step's per-example keys follow the
+  positions in the global batch).
   """
   per_host = process_share(global_batch, process_index, process_count)
-  ds = grain.MapDataset.range(sys.maxsize)
-  ds = ds[process_index::process_count] if process_count > 1 else ds
-  return ds.map(maker).batch(per_host, drop_remainder=True)
+  ds = grain.MapDataset.range(sys.maxsize).map(maker).batch(per_host, drop_remainder=True)
+  return ds[process_index::process_count] if process_count > 1 else ds
 
 
 def _ensure_flags_parsed() -> None:
