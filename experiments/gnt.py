@@ -14,8 +14,8 @@ Variants (``--config experiments/gnt.py:VARIANT``; override any key with
              saw:
                python -m movenerf.train --config experiments/gnt.py:tiny --workdir runs/gnt_tiny
              Expected: no figure measured on the current code yet. It is the dense
-             counterpart of the main job (``experiments/gnt_move.py:tiny``, PSNR 17.71 /
-             SSIM 0.698 on the same unseen scenes, where copying the nearest source view
+             counterpart of the main job (``experiments/gnt_move.py:tiny``, PSNR 17.79 /
+             SSIM 0.710 on the same unseen scenes, where copying the nearest source view
              gives 16.27 / 0.581).
   reference  The dataclass defaults: the configuration of the parity vectors and of
              ``python -m movenerf.tools.bench`` (depth 8, width 64, 10 source views of

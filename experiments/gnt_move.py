@@ -17,9 +17,9 @@ Variants (``--config experiments/gnt_move.py:VARIANT``; override any key with
              few minutes on a CPU, then evaluates zero-shot on unseen generated scenes:
                python -m movenerf.train --config experiments/gnt_move.py:tiny --workdir runs/demo
              It writes renders, depth and expert maps, a video and a metrics table under
-             the workdir. Expected: PSNR 17.71 / SSIM 0.698 on the unseen scenes (4
+             the workdir. Expected: PSNR 17.79 / SSIM 0.710 on the unseen scenes (4
              held-out views of 2 scenes), against 16.27 / 0.581 for copying the nearest
-             source view and 12.00 / 0.182 after 20 steps (``--config.train.num_steps=20``).
+             source view and 11.94 / 0.203 after 20 steps (``--config.train.num_steps=20``).
   reference  The reference configuration with MoVE:
                python -m movenerf.train --config experiments/gnt_move.py:reference \
                    --workdir runs/move_ref
