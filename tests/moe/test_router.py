@@ -12,7 +12,11 @@ def test_gate_reference_vectors(reference_dir):
   report = check_parity.run_parity(str(reference_dir / "move_gate_vectors.npz"))
   assert report.passed, report.format()
   for row in report.rows:  # every case, not only the final ones
-    tol = 1e-5 if "loss" in row.key or "load" in row.key else 1e-6
+    # Losses and the per-expert sums over tokens (importance ~13, load ~39 here) are
+    # checked to 1e-5, about 1e-6 of their size: at 13 one float32 ulp is 9.5e-7, and the
+    # summation order differs between CPUs (2 ulp on an AMD EPYC). The rest to 1e-6.
+    summed = ("loss", "load", "importance")
+    tol = 1e-5 if any(s in row.key for s in summed) else 1e-6
     assert row.max_abs_diff <= tol, (row.key, row.max_abs_diff)
   assert check_parity.main(["--vectors", str(reference_dir / "move_gate_vectors.npz")]) == 0
 
