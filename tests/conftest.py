@@ -40,3 +40,18 @@ def decoupled_run(tmp_path_factory):
   first = train_main.train(small_config(), str(workdir))
   resumed = train_main.train(small_config(num_steps=8), str(workdir))
   return workdir, first, resumed
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+  """A local S3 server (moto) on 127.0.0.1 for the session; the environment points boto3,
+  s3fs and subprocesses at it with dummy keys. Yields its endpoint URL."""
+  from tests.s3 import LocalS3  # pylint: disable=import-outside-toplevel
+  with LocalS3() as server:
+    yield server
+
+
+@pytest.fixture
+def s3_bucket(s3_server):
+  """A new, empty bucket on the local S3 server: its ``s3://`` URL."""
+  return s3_server.new_bucket()
