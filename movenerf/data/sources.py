@@ -6,7 +6,8 @@ A dataset entry of a config (``config.data.train.<name>``, ``config.data.eval.<n
            ``python -m movenerf.data.tfds.build``; ``path`` is the printed folder), or a
            reader format ("nerf_synthetic", "llff", "dtu", ...) read from ``path`` into
            memory (small datasets, e.g. ``../shared/data/real``)
-  path     folder (not for "generated")
+  path     folder (not for "generated"); for "tfds" also a URL (``s3://``, ``gs://``),
+           mirrored to a local cache when its images are first read
   scenes   comma-separated scene folder names ("" = all)
   options  reader / generator options (as for the build command)
   weight   mixture weight in training
@@ -21,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
+from movenerf import storage
 from movenerf.data import procedural, views
 from movenerf.data.formats import registry
 
@@ -41,7 +43,10 @@ def make_source(name: str, entry: Mapping) -> views.ViewSource:
   options = dict(entry.get("options") or {})
   scenes = [s for s in str(entry.get("scenes") or "").split(",") if s]
   if fmt == "tfds":
-    return views.TfdsSource(Path(entry["path"]).expanduser())
+    if not entry.get("path"):
+      raise ValueError(f"dataset {name!r}: format 'tfds' needs a path")
+    path = str(entry["path"])
+    return views.TfdsSource(path if storage.is_remote(path) else Path(path).expanduser())
   opts = registry.parse_options(fmt, options)
   if fmt == registry.GENERATED:
     if opts["num_scenes"] < 1:
@@ -50,6 +55,10 @@ def make_source(name: str, entry: Mapping) -> views.ViewSource:
     return views.RecordSource([procedural.generated_record(s, opts) for s in seeds], name)
   if not entry.get("path"):
     raise ValueError(f"dataset {name!r}: format {fmt!r} needs a path")
+  if storage.is_remote(str(entry["path"])):
+    raise ValueError(
+        f"dataset {name!r}: format {fmt!r} reads a local folder, not {entry['path']}; build "
+        "it with `python -m movenerf.data.tfds.build --out URL` and use format 'tfds'")
   dirs = registry.find_scenes(registry.FORMATS[fmt], Path(entry["path"]).expanduser(),
                               scenes or None)
   return views.RecordSource([registry.read_scene(fmt, d, **opts) for d in dirs], name)

@@ -9,7 +9,10 @@ held in memory) and, on request, the images of some views.
   (the generated dataset, or scenes read straight from disk).
 * :class:`TfdsSource` reads a dataset written by ``python -m movenerf.data.tfds.build``
   (``array_record`` files, read through ``tfds`` data sources: no TensorFlow). The cameras
-  come from the dataset's ``metadata.json``; only the requested images are decoded.
+  come from the dataset's ``metadata.json``; only the requested images are decoded. The
+  dataset may be on an object store (``s3://``, ``gs://``): array_record files are read
+  from a local disk only, so it is mirrored into the cache (``movenerf.storage.cache_dir``)
+  when images are first read.
 
 Splits are *view* splits ("train", "val", "test"): a target from the "test" split of a
 scene takes its source views from the "train" split of the same scene.
@@ -20,12 +23,19 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from movenerf import storage
 from movenerf.data.formats import record
+
+# The file a finished TFDS dataset folder has; a build writes (or uploads) it last.
+DATASET_INFO = "dataset_info.json"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -194,41 +204,67 @@ class TfdsSource(ViewSource):
 
   Args:
     path: the dataset version folder (``OUT/<name>/<config>/<version>``, the path the
-      build command prints).
+      build command prints): a local folder, or a URL (``s3://...``, ``gs://...``) whose
+      files are mirrored to a local cache when images are first read.
   Raises:
     FileNotFoundError: no built dataset at ``path``.
     ValueError: the dataset was not written by movenerf (no camera metadata).
   """
 
   def __init__(self, path):
-    path = Path(path)
-    if not (path / "dataset_info.json").is_file():
-      raise FileNotFoundError(
-          f"no built dataset at {path} (expected {path / 'dataset_info.json'}); build one "
-          "with `python -m movenerf.data.tfds.build`")
-    self.path = path
+    if storage.is_remote(path):
+      path = os.fspath(path).rstrip("/")
+      info = storage.join(path, DATASET_INFO)
+      try:
+        found = storage.is_file(info)
+      except Exception as e:  # pylint: disable=broad-except  (fsspec raises many kinds)
+        raise FileNotFoundError(f"cannot read the dataset at {path}: "
+                                f"{type(e).__name__}: {e}") from None
+      if not found:
+        raise FileNotFoundError(
+            f"no built dataset at {path} (expected {info}); build one with "
+            "`python -m movenerf.data.tfds.build --out URL`")
+      default_name = storage.path(path).parent.parent.name
+    else:
+      path = Path(path)
+      if not (path / DATASET_INFO).is_file():
+        raise FileNotFoundError(
+            f"no built dataset at {path} (expected {path / DATASET_INFO}); build one "
+            "with `python -m movenerf.data.tfds.build`")
+      default_name = path.parent.parent.name
+    self.path: Union[Path, str] = path
     meta = _read_metadata(path)
-    self.name = str(meta.get("name", path.parent.parent.name))
+    self.name = str(meta.get("name", default_name))
     self.metadata = meta
     self._cams = {split: [SceneCameras.from_json(d) for d in entries["scenes"]]
                   for split, entries in meta["splits"].items()}
     self._start = {split: {d["scene_id"]: int(d["start"]) for d in entries["scenes"]}
                    for split, entries in meta["splits"].items()}
     self._sources = None
+    # TensorFlow Datasets is imported now, in the constructing (main) thread, although
+    # images are read later, often in grain's prefetch thread: while it imports, it swaps
+    # the interpreter's import function for a lazy one (etils.epy.lazy_imports), and any
+    # other thread importing then (orbax restoring a checkpoint) gets a placeholder module.
+    import tensorflow_datasets  # pylint: disable=g-import-not-at-top,unused-import
 
   def __getstate__(self):
     state = dict(self.__dict__)
     state["_sources"] = None
     return state
 
+  def local_path(self) -> Path:
+    """The local folder TFDS reads: ``path``, or the cached mirror of a remote dataset."""
+    if isinstance(self.path, Path):
+      return self.path
+    return mirror_dataset(self.path)
+
   def _data_sources(self):
     if self._sources is None:
       # TensorFlow Datasets is an optional heavy dependency (seconds to import) that only a
-      # built dataset needs, and only once images are read: importing it here keeps it out
-      # of processes that use generated or reader-format sources (and out of TfdsSource's
-      # construction, which reads metadata.json alone).
+      # built dataset needs: it is imported here and in the constructor, never by
+      # processes that use generated or reader-format sources.
       import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-      self._sources = tfds.builder_from_directory(str(self.path)).as_data_source()
+      self._sources = tfds.builder_from_directory(str(self.local_path())).as_data_source()
     return self._sources
 
   def splits(self) -> tuple[str, ...]:
@@ -264,20 +300,67 @@ def _as_str(x) -> str:
   return x.decode() if isinstance(x, bytes) else str(x)
 
 
-def _read_metadata(path: Path) -> dict:
-  meta_path = path / "metadata.json"
-  if not meta_path.is_file():
+def _read_metadata(path: Union[Path, str]) -> dict:
+  meta_path = path / "metadata.json" if isinstance(path, Path) else storage.join(
+      path, "metadata.json")
+  if not storage.is_file(meta_path):
     raise ValueError(f"{path}: no metadata.json; not a dataset built by movenerf")
-  meta = json.loads(meta_path.read_text())
+  meta = json.loads(storage.read_text(meta_path))
   if "splits" not in meta:
     raise ValueError(f"{meta_path}: no camera table ('splits'); not built by movenerf")
   return meta
+
+
+def mirror_dataset(url: str) -> Path:
+  """A complete local copy of the remote dataset folder ``url``, in the cache.
+
+  A cached copy is reused while its ``dataset_info.json`` equals the remote one (a build
+  uploads that file last, and ``--overwrite`` deletes it first). Otherwise the folder is
+  downloaded into a temporary sibling and renamed into place, under a lock, so that
+  concurrent processes (grain workers) download it once and never see a partial copy.
+
+  Raises:
+    FileNotFoundError: ``url`` holds no finished dataset.
+    RuntimeError: the remote dataset changed while it was being downloaded.
+  """
+  import fcntl  # pylint: disable=import-outside-toplevel  (POSIX only)
+  cache = storage.cache_dir(url, "datasets")
+  cache.parent.mkdir(parents=True, exist_ok=True)
+  with open(cache.parent / f".{cache.name}.lock", "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      want = storage.read_bytes(storage.join(url, DATASET_INFO))
+    except FileNotFoundError:
+      raise FileNotFoundError(f"no built dataset at {url} (its {DATASET_INFO} is gone)"
+                              ) from None
+    if _read_or_none(cache / DATASET_INFO) == want:
+      return cache
+    tmp = Path(tempfile.mkdtemp(prefix=f".{cache.name}.download-", dir=cache.parent))
+    try:
+      storage.download_tree(url, tmp)
+      if _read_or_none(tmp / DATASET_INFO) != want:
+        raise RuntimeError(f"{url} changed while it was being downloaded; try again")
+      if cache.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{cache.name}.old-", dir=cache.parent))
+        os.replace(cache, old / "d")
+        shutil.rmtree(old, ignore_errors=True)
+      os.replace(tmp, cache)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+  return cache
+
+
+def _read_or_none(p: Path) -> Optional[bytes]:
+  try:
+    return p.read_bytes()
+  except FileNotFoundError:
+    return None
 
 
 def load_source(spec) -> ViewSource:
   """A :class:`ViewSource` from a built dataset folder, or records, or a source."""
   if isinstance(spec, ViewSource):
     return spec
-  if isinstance(spec, (str, Path)):
+  if isinstance(spec, (str, os.PathLike)):
     return TfdsSource(spec)
   return RecordSource(list(spec))

@@ -14,6 +14,12 @@ Usage::
 image, a pose array of the wrong shape, NaN poses, mixed image sizes, near >= far, no
 scenes) exits with status 1 and a message naming the file, and leaves nothing behind.
 Exit status 2 is a usage error (unknown format or option).
+
+``--out`` may be an object-store URL (``s3://bucket/tfds``, ``gs://bucket/tfds``): it is
+checked for writing before anything is built (a missing bucket or denied credentials exit
+with status 1 and a message naming it), the dataset is built in a local temporary folder,
+and its files are uploaded with ``dataset_info.json`` last, so that a reader (which looks
+for that file) never sees a half-uploaded dataset.
 """
 
 from __future__ import annotations
@@ -25,10 +31,11 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from movenerf import storage
 from movenerf.data import views
 from movenerf.data.formats import registry
 from movenerf.data.tfds import builders
@@ -57,20 +64,32 @@ def summarize(path) -> str:
 
 
 def build(fmt: str, out, src=None, scenes: Optional[Sequence[str]] = None,
-          options: Optional[dict] = None, overwrite: bool = False) -> Path:
+          options: Optional[dict] = None, overwrite: bool = False) -> Union[Path, str]:
   """Builds ``fmt`` from ``src`` into ``out`` atomically; returns the dataset folder.
+
+  ``out`` may be a local folder (the result is a ``Path``) or an object-store URL (the
+  result is the dataset's URL, a ``str``; see the module docstring).
 
   Raises:
     ValueError / FileNotFoundError: bad input; nothing is left under ``out``.
     FileExistsError: the dataset exists and ``overwrite`` is False.
+    movenerf.storage.StorageError: a remote ``out`` cannot be written (named).
   """
   registry.check_format(fmt)
   opts = registry.parse_options(fmt, options or {})
   if fmt != registry.GENERATED:
     if src is None:
       raise ValueError(f"--src is required for format {fmt!r}")
+    if storage.is_remote(src):
+      raise ValueError(f"--src {src}: the source scenes must be a local folder (only --out "
+                       "may be a URL)")
     registry.find_scenes(registry.FORMATS[fmt], Path(src), scenes)  # fail before any write
-  out = Path(out)
+  if storage.is_remote(out):
+    return _build_remote(fmt, os.fspath(out).rstrip("/"), src, scenes, opts, overwrite)
+  return _build_local(fmt, Path(out), src, scenes, opts, overwrite)
+
+
+def _build_local(fmt: str, out: Path, src, scenes, opts: dict, overwrite: bool) -> Path:
   final = out / fmt / registry.config_name(opts) / builders.VERSION
   if final.exists() and not overwrite:
     raise FileExistsError(f"{final} already exists; pass --overwrite to rebuild it")
@@ -100,6 +119,24 @@ def build(fmt: str, out, src=None, scenes: Optional[Sequence[str]] = None,
   return final
 
 
+def _build_remote(fmt: str, out: str, src, scenes, opts: dict, overwrite: bool) -> str:
+  """Checks ``out`` for writing, builds locally, uploads with ``dataset_info.json`` last."""
+  final = storage.join(out, fmt, registry.config_name(opts), builders.VERSION)
+  storage.check_writable(out)  # a missing bucket / denied write fails before the build
+  marker = storage.join(final, "dataset_info.json")
+  if storage.exists(marker) and not overwrite:
+    raise FileExistsError(f"{final} already exists; pass --overwrite to rebuild it")
+  with tempfile.TemporaryDirectory(prefix="movenerf-build-") as tmp:
+    local = _build_local(fmt, Path(tmp), src, scenes, opts, overwrite=False)
+    if storage.exists(final):  # the old version (--overwrite), or an interrupted upload
+      # The marker goes first, so that readers stop taking the old version for complete.
+      if storage.exists(marker):
+        storage.path(marker).unlink()
+      storage.remove_tree(final)
+    storage.upload_tree(local, final, last=["dataset_info.json"])
+  return final
+
+
 def _remove_empty_parents(path: Path, stop: Path) -> None:
   """Removes ``path`` and its parents up to (not including) ``stop`` while they are empty."""
   while path != stop and path.is_dir() and not any(path.iterdir()):
@@ -121,7 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument("--format", required=True,
                       help=f"one of: {', '.join(registry.format_names())}")
   parser.add_argument("--src", help="folder of scenes, or one scene (not for 'generated')")
-  parser.add_argument("--out", required=True, help="output data_dir")
+  parser.add_argument("--out", required=True,
+                      help="output data_dir: a folder or a URL (s3://bucket/tfds, gs://...)")
   parser.add_argument("--scenes", default="", help="comma-separated scene folder names")
   parser.add_argument("--option", action="append", type=_parse_option, default=[],
                       metavar="KEY=VALUE", help="reader option, e.g. factor=4 (repeatable)")
@@ -137,7 +175,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   scenes = [s for s in args.scenes.split(",") if s] or None
   try:
     path = build(args.format, args.out, args.src, scenes, dict(args.option), args.overwrite)
-  except (ValueError, FileNotFoundError, FileExistsError, KeyError) as e:
+  except (ValueError, FileNotFoundError, FileExistsError, KeyError,
+          storage.StorageError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(summarize(path))

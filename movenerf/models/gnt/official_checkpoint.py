@@ -1,6 +1,7 @@
 """Importer for official PyTorch GNT checkpoints.
 
-Reads either
+Reads, from a local file or an object-store URL (``s3://``, ``gs://``, through
+:mod:`movenerf.storage`), either
 * an ``.npz`` whose keys are ``<net>/<torch state_dict name>`` with ``<net>`` in
   ``feature_net``, ``net_coarse``, ``net_fine`` (the layout of the reference vectors;
   other keys are ignored), or
@@ -17,6 +18,7 @@ transformer, ``view_selftrans`` / ``ray_trans`` for the ray transformer).
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import re
 from typing import Any, Mapping
@@ -26,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from movenerf import storage
 from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 
 NETWORKS = ("feature_net", "net_coarse", "net_fine")
@@ -81,11 +84,16 @@ class CheckpointError(ValueError):
 
 
 def load_official_arrays(path: str) -> dict[str, np.ndarray]:
-  """Reads ``<net>/<torch name>`` -> array from an ``.npz`` or ``.pth`` file."""
-  if not os.path.exists(path):
+  """Reads ``<net>/<torch name>`` -> array from an ``.npz`` or ``.pth`` file (local or a
+  URL)."""
+  remote = storage.is_remote(path)
+  if remote:
+    path = os.fspath(path)
+    storage.check_readable(path, "checkpoint")
+  elif not os.path.exists(path):
     raise FileNotFoundError(f"checkpoint not found: {path}")
   if path.endswith(".npz"):
-    with np.load(path) as data:
+    with np.load(_source(path, remote)) as data:
       arrays = {k: np.asarray(data[k]) for k in data.files if k.split("/", 1)[0] in NETWORKS}
   elif path.endswith((".pth", ".pt")):
     try:
@@ -94,7 +102,7 @@ def load_official_arrays(path: str) -> dict[str, np.ndarray]:
       raise ImportError(
           "reading a .pth checkpoint needs PyTorch (pip install 'movenerf[torch]'); "
           "or convert it to .npz on a machine that has it") from e
-    blob = torch.load(path, map_location="cpu", weights_only=False)
+    blob = torch.load(_source(path, remote), map_location="cpu", weights_only=False)
     arrays = {}
     for net in NETWORKS:
       for name, tensor in (blob.get(net) or {}).items():
@@ -105,6 +113,11 @@ def load_official_arrays(path: str) -> dict[str, np.ndarray]:
   if not any(k.startswith("net_coarse/") for k in arrays):
     raise CheckpointError(f"{path} holds no 'net_coarse/*' parameters")
   return arrays
+
+
+def _source(path: str, remote: bool):
+  """What np.load / torch.load read: the local path, or a URL's bytes read whole."""
+  return io.BytesIO(storage.read_bytes(path)) if remote else path
 
 
 def infer_config(arrays: Mapping[str, np.ndarray], **overrides) -> GNTConfig:
