@@ -5,14 +5,14 @@ r"""Evaluates a trained model zero-shot on the held-out scenes of a config.
       --out runs/official_eval
 
 ``--workdir`` takes the latest checkpoint of a training run; ``--checkpoint`` a run
-folder or an official GNT ``.pth`` / ``.npz``. Writes per-view PNGs (prediction, ground
+folder or an official GNT ``.pth`` / ``.npz``; either may be a URL (``gs://``, ``s3://``).
+Under ``movenerf.tools.launch`` (or with ``--config.train.distributed=true`` on every
+host) the views are split over the processes and process 0 writes the results. Writes per-view PNGs (prediction, ground
 truth, depth, expert map), ``metrics.json``, ``metrics.txt`` and (``eval.video_frames``)
 a video to ``--out`` (default ``WORKDIR/eval``) and prints PSNR / SSIM / LPIPS per scene.
 """
 
 from __future__ import annotations
-
-import os
 
 from absl import app, flags, logging
 import jax
@@ -25,7 +25,8 @@ from movenerf.models.family import ModelFamily
 from movenerf.models.gnt import official_checkpoint
 from movenerf.models.gnt.family import GNTFamily
 from movenerf.models.gnt.model import GNTModel
-from movenerf.train import WEIGHT_FILE_SUFFIXES
+from movenerf import storage
+from movenerf.train import WEIGHT_FILE_SUFFIXES, distributed_options, initialize_distributed
 from movenerf.training import checkpoint
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _OUT = None  # defined by _define_flags() when run as a program
@@ -62,10 +63,17 @@ def main(argv):
   source = _CHECKPOINT.value or _WORKDIR.value
   if not source:
     raise app.UsageError("give --workdir (a training run) or --checkpoint")
-  out = _OUT.value or os.path.join(_WORKDIR.value or ".", "eval")
-  model, params = load_model(_CONFIG.value, source)
-  evaluation.run_eval(_CONFIG.value, model, params, out)
-  print(f"wrote {out}/metrics.json and per-view images")
+  config = _CONFIG.value
+  out = _OUT.value or storage.join(_WORKDIR.value or ".", "eval")
+  try:
+    distributed_options(config.train)
+    storage.check_writable(out)
+  except (ValueError, storage.StorageError) as e:  # one line, no traceback
+    raise SystemExit(f"movenerf.eval: {e}") from None
+  initialize_distributed(config.train)
+  model, params = load_model(config, source)
+  if evaluation.run_eval(config, model, params, out) is not None:
+    print(f"wrote {storage.join(out, 'metrics.json')} and per-view images")
 
 
 if __name__ == "__main__":

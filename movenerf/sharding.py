@@ -28,6 +28,30 @@ def make_mesh(data: int | None = None, expert: int = 1) -> Mesh:
                        axis_types=(AxisType.Auto, AxisType.Auto))
 
 
+def data_share(mesh: Mesh, process_index: int | None = None) -> tuple[int, int]:
+  """(index, count): this process reads block ``index`` of ``count`` equal contiguous
+  blocks of every global batch.
+
+  The blocks follow the ``data`` rows of ``mesh`` that hold this process's devices:
+  with the data axis split over the hosts each reads its own block; with the expert axis
+  spanning hosts, the hosts of one data row read the same block (the batch is replicated
+  over the expert axis).
+
+  Raises:
+    ValueError: a mesh whose data rows do not split into equal contiguous runs per host.
+  """
+  me = jax.process_index() if process_index is None else process_index
+  devices = mesh.devices.reshape(mesh.shape[DATA_AXIS], -1)
+  rows = [r for r in range(devices.shape[0])
+          if any(d.process_index == me for d in devices[r])]
+  n = len(rows)
+  if not rows or rows != list(range(rows[0], rows[0] + n)) or devices.shape[0] % n \
+      or rows[0] % n:
+    raise ValueError(f"process {me} holds the data rows {rows} of a "
+                     f"{devices.shape[0]}-row mesh: not one of equal contiguous blocks")
+  return rows[0] // n, devices.shape[0] // n
+
+
 def param_specs(params: Any, expert_axis: str = EXPERT_AXIS) -> Any:
   """PartitionSpecs: stacked expert parameters [E, ...] over ``expert_axis``, the rest
   replicated."""

@@ -13,11 +13,14 @@ depth and expert map), ``train_metrics.jsonl`` and, when ``eval.at_end``, ``eval
 from the latest checkpoint, including the position in the data stream; SIGTERM (a
 preemption) saves a checkpoint before exiting.
 
+The workdir may be a URL (``gs://...``, ``s3://...``; see ``movenerf.storage``).
+
 Multi-host (e.g. a Cloud TPU pod slice): set ``--config.train.distributed=true`` and run
 the same command on every host (``gcloud compute tpus tpu-vm ssh NAME --worker=all
---command="python -m movenerf.train ..."``); each host reads its share of every batch,
-only host 0 writes logs and evaluates, and checkpoints are written collectively to a
-shared workdir. ``train.coordinator_address`` / ``num_processes`` / ``process_id`` set the
+--command="python -m movenerf.train ..."``); each host reads its share of every batch
+and saves its own data-stream position, checkpoints are written collectively to a shared
+workdir (``gs://`` or a shared file system), the held-out views are split over the
+hosts, and host 0 writes logs and evaluation results. ``train.coordinator_address`` / ``num_processes`` / ``process_id`` set the
 layout where JAX cannot detect it (as it does on TPU VMs and SLURM). Several processes on
 one machine's CPU, e.g. to test this, with the same losses as one process of 4 devices:
 
@@ -27,9 +30,7 @@ one machine's CPU, e.g. to test this, with the same losses as one process of 4 d
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import re
 import signal
 import time
@@ -42,7 +43,7 @@ import ml_collections
 import numpy as np
 from ml_collections import config_flags
 
-from movenerf import sharding
+from movenerf import sharding, storage
 from movenerf.data import pipeline
 from movenerf.data import sources as train_data
 from movenerf.evaluation import evaluate as evaluation
@@ -191,7 +192,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   ``eval.at_end``, the evaluation summary."""
   initialize_distributed(config.train)
   is_chief = jax.process_index() == 0
-  os.makedirs(workdir, exist_ok=True)
+  workdir = str(storage.path(workdir))
+  storage.check_writable(workdir)
   family = build_model(config)
   mesh = sharding.make_mesh(expert=config.train.mesh_expert)
   spec = pipeline.ExampleSpec.from_config(config.data.example.to_dict())
@@ -204,42 +206,39 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   params = initial_params(config, family)
   state, shardings = train_state.create_state(params, tx, config.seed, mesh)
   del params
-  mngr = checkpoint.manager(workdir, config.train.keep_checkpoints,
-                            config.train.async_checkpoints)
-  data_state = None
-  restored = checkpoint.restore(mngr, state)
-  if restored is not None:
-    state, data_state, _, step0 = restored
-    logging.info("resumed from checkpoint %d", step0)
-    if is_chief:
-      print(f"resuming from {workdir}/checkpoints/{step0}")
+  ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints,
+                                 config.train.async_checkpoints)
+  share, shares = sharding.data_share(mesh)
   iterator = pipeline.train_iterator(
       maker, config.data.global_batch, num_workers=config.data.num_workers,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      state=data_state or None)
+      process_index=share, process_count=shares)
+  restored = ckpts.restore(state, iterator)
+  if restored is not None:
+    state, _, step0 = restored
+    logging.info("resumed from checkpoint %d", step0)
+    if is_chief:
+      print(f"resuming from {ckpts.remote}/{step0}")
   step_fn = train_step.make_train_step(family, tx, config.loss, image_hw, mesh, shardings,
                                        sub_chunk=config.train.sub_chunk)
 
-  writer = None
-  if is_chief:
-    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    writer = SummaryWriter(os.path.join(workdir, "tb"))
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(config.to_dict(), f, indent=2, default=str)
-  preempt = _Preemption()
   num_steps = config.train.num_steps
   rays_per_step = config.data.global_batch * spec.rays_per_example
   start = int(jax.device_get(state.step))
+  writer = log = None
+  if is_chief:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    writer = SummaryWriter(storage.join(workdir, "tb"))
+    storage.write_json(storage.join(workdir, "config.json"),
+                       json.loads(json.dumps(config.to_dict(), default=str)), indent=2)
+    log = storage.JsonLines(storage.join(workdir, "train_metrics.jsonl"))
+    log.truncate_after(start)  # a resumed run redoes the steps after its checkpoint
+  preempt = _Preemption()
   t_start = t_last = time.perf_counter()
   last_logged: dict = {}
   validation = _validation_view(config) if is_chief and config.train.image_every else None
 
   def save(step, force=False):
-    data_state = iterator.get_state()
-    # Orbax writes one data-iterator state, process 0's: every host's must be the same
-    # (it is a position in the host's own share of the stream, see pipeline.train_dataset).
-    _check_same_on_every_process(data_state, "data-iterator state")
-    checkpoint.save(mngr, step, state, data_state, config.to_dict(), force=force)
+    ckpts.save(step, state, iterator, config.to_dict(), force=force)
 
   step = start
   with jax.set_mesh(mesh):
@@ -268,7 +267,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 f"psnr {scalars['psnr']:.2f}  {rate:,.0f} rays/s  ETA {eta / 60:.1f} min"
                 + (f"  skipped {scalars['skipped_updates']}"
                    if scalars["skipped_updates"] else ""), flush=True)
-          _write_scalars(writer, workdir, step, scalars)
+          _write_scalars(writer, log, step, scalars)
       if config.train.image_every and step % config.train.image_every == 0 and config.data.eval:
         params = _host_params(state.params)  # every process: a collective with several
         if validation is not None:
@@ -284,21 +283,17 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
           print(f"stopping at step {step} ({'SIGTERM' if sigterm else 'time limit'});"
                 f" checkpoint saved, rerun the same command to resume")
         break
-  mngr.wait_until_finished()
-  mngr.close()
+  ckpts.close()
   iterator.close()
   if writer is not None:
     writer.close()
   result = {"train": last_logged, "step": step}
   if config.eval.at_end and step >= num_steps:
-    params = _host_params(state.params)
-    if jax.process_count() > 1:
-      # One evaluation, by process 0 on its own devices. The others leave now: at exit
-      # they would wait for process 0 in the shutdown barrier, which times out.
-      jax.distributed.shutdown()
-    if is_chief:
-      result["eval"] = evaluation.run_eval(config, family, params,
-                                           os.path.join(workdir, "eval"))
+    # Every process renders its share of the views on its own devices; the chief writes.
+    summary = evaluation.run_eval(config, family, _host_params(state.params),
+                                  storage.join(workdir, "eval"))
+    if summary is not None:
+      result["eval"] = summary
   return result
 
 
@@ -319,25 +314,12 @@ def _on_any_process(*flags_: bool) -> tuple[bool, ...]:
   return tuple(bool(f) for f in np.asarray(every).reshape(-1, len(flags_)).any(axis=0))
 
 
-def _check_same_on_every_process(value: Any, what: str) -> None:
-  """Raises unless ``value`` (JSON-serialisable) is the same on every process."""
-  if jax.process_count() == 1:
-    return
-  digest = hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).digest()
-  mine = np.frombuffer(digest[:16], np.int32)
-  every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
-  if not (every == mine).all():
-    raise RuntimeError(f"the {what} differs between processes (process "
-                       f"{jax.process_index()}: {value!r}); a checkpoint keeps only one")
-
-
-def _write_scalars(writer, workdir: str, step: int, scalars: dict) -> None:
+def _write_scalars(writer, log: storage.JsonLines, step: int, scalars: dict) -> None:
   for k, v in scalars.items():
     if k != "step":
       writer.add_scalar(k, v, step)
   writer.flush()
-  with open(os.path.join(workdir, "train_metrics.jsonl"), "a") as f:
-    f.write(json.dumps(scalars) + "\n")
+  log.append(scalars)
 
 
 def _validation_view(config) -> Optional[dict]:
@@ -373,14 +355,15 @@ def main(argv):
   workdir = _WORKDIR.value
   try:
     distributed_options(config.train)
-  except ValueError as e:  # a config mistake: one line, no traceback
+    storage.check_writable(workdir)  # a missing bucket or denied write: before any step
+  except (ValueError, storage.StorageError) as e:  # one line, no traceback
     raise SystemExit(f"movenerf.train: {e}") from None
   result = train(config, workdir)
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "result.json"), "w") as f:
-      json.dump(result, f, indent=2, default=float)
+    storage.write_json(storage.join(workdir, "result.json"),
+                       json.loads(json.dumps(result, default=float)), indent=2)
     if "eval" in result:
-      print(f"done: renders, metrics and video in {os.path.join(workdir, 'eval')}")
+      print(f"done: renders, metrics and video in {storage.join(workdir, 'eval')}")
 
 
 if __name__ == "__main__":

@@ -281,11 +281,14 @@ def to_device_batch(batch: Mapping[str, np.ndarray], mesh, axis: str = "data"):
   import jax  # pylint: disable=g-import-not-at-top  (data code stays importable without JAX)
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=g-import-not-at-top
   sharding = NamedSharding(mesh, PartitionSpec(axis))
-  n = mesh.shape[axis] // max(1, jax.process_count())
+  # The mesh rows along ``axis`` that hold this process's devices (their examples).
+  rows = np.moveaxis(mesh.devices, mesh.axis_names.index(axis), 0).reshape(mesh.shape[axis], -1)
+  me = jax.process_index()
+  n = sum(any(d.process_index == me for d in row) for row in rows)
   for k, v in batch.items():
     if v.shape[0] % max(1, n):
       raise ValueError(f"batch[{k!r}] has {v.shape[0]} examples, not a multiple of the "
-                       f"{n} local devices on mesh axis {axis!r}")
+                       f"{n} rows of mesh axis {axis!r} on this process")
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in batch.items()}
 

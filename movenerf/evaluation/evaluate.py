@@ -16,18 +16,17 @@ and prints a table. LPIPS needs network weights from a local file
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 import numpy as np
 
+from movenerf import storage
 from movenerf.data import images, pipeline
 from movenerf.data import sources as train_data
 from movenerf.evaluation import lpips as lpips_lib
-from movenerf.evaluation import video, visualize
+from movenerf.evaluation import hosts, video, visualize
 from movenerf.geometry import camera_paths
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
@@ -99,18 +98,27 @@ def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_
                                          image_size=cfg.get("image_size")))
   if predict is None:
     predict = lambda ex: render_example(family, variables, ex, cfg.chunk_size)
-  start = time.perf_counter()
-  for i, ex in enumerate(examples):
+
+  def score(ex):
     out = predict(ex)
     gt = ex["tgt_image"].astype(np.float32) / 255.0
-    scores = image_metrics.image_metrics(out["rgb"], gt, lpips_fn)
-    folder = os.path.join(out_dir, name, ex["scene_id"])
-    os.makedirs(folder, exist_ok=True)
-    stem = os.path.join(folder, f"{ex['view_id']:03d}")
-    visualize.save_png(stem + "_pred.png", out["rgb"])
-    visualize.save_png(stem + "_gt.png", gt)
+    result = {f"score_{k}": v for k, v in image_metrics.image_metrics(out["rgb"], gt,
+                                                                      lpips_fn).items()}
+    result["pred"] = visualize.to_uint8(out["rgb"])
     for kind, image in panels(out, ex).items():
-      visualize.save_png(f"{stem}_{kind}.png", image)
+      result[f"panel_{kind}"] = visualize.to_uint8(image)
+    return result
+
+  start = time.perf_counter()
+  for i, result in hosts.map_to_chief(score, examples):
+    ex = examples[i]
+    stem = storage.join(out_dir, name, ex["scene_id"], f"{ex['view_id']:03d}")
+    visualize.save_png(stem + "_pred.png", result["pred"])
+    visualize.save_png(stem + "_gt.png", ex["tgt_image"])
+    for key, image in result.items():
+      if key.startswith("panel_"):
+        visualize.save_png(f"{stem}_{key[len('panel_'):]}.png", image)
+    scores = {k[len("score_"):]: v for k, v in result.items() if k.startswith("score_")}
     rows.append(dict(dataset=name, scene=ex["scene_id"], view=ex["view_id"], **scores))
     if verbose:
       done = i + 1
@@ -155,10 +163,19 @@ def format_table(summary: dict) -> str:
   return "\n".join(lines)
 
 
-def run_eval(config, family: ModelFamily, params: Any, out_dir: str, verbose: bool = True) -> dict:
+def run_eval(config, family: ModelFamily, params: Any, out_dir: str,
+             verbose: bool = True) -> Optional[dict]:
   """Evaluates ``params`` on every dataset of ``config.data.eval``; writes everything the
-  module docstring lists and returns the summary (without the per-view rows)."""
-  os.makedirs(out_dir, exist_ok=True)
+  module docstring lists and returns the summary (without the per-view rows).
+
+  With several processes every one must call it: the views and video frames are spread
+  over the processes and the chief (process 0) writes everything and returns the
+  summary (the others return None once it is written).
+  """
+  chief = hosts.is_chief()
+  verbose = verbose and chief
+  if chief:
+    storage.makedirs(out_dir)
   variables = {"params": params}
   lpips_fn = lpips_lib.maybe_load_lpips(config.eval.lpips_weights)
   rows = []
@@ -171,17 +188,15 @@ def run_eval(config, family: ModelFamily, params: Any, out_dir: str, verbose: bo
   summary["lpips_weights"] = config.eval.lpips_weights or None
   if config.eval.video_frames > 0 and sources:
     summary["video"] = _video(config, family, variables, next(iter(sources.values())),
-                              os.path.join(out_dir, "video.mp4"), verbose)
-  tmp = os.path.join(out_dir, "metrics.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(summary, f, indent=2)
-  os.replace(tmp, os.path.join(out_dir, "metrics.json"))
-  table = format_table(summary)
-  if verbose:
-    print(table)
-  with open(os.path.join(out_dir, "metrics.txt"), "w") as f:
-    f.write(table + "\n")
-  return {k: v for k, v in summary.items() if k != "views"}
+                              storage.join(out_dir, "video.mp4"), verbose)
+  if chief:
+    storage.write_json(storage.join(out_dir, "metrics.json"), summary, indent=2)
+    table = format_table(summary)
+    if verbose:
+      print(table)
+    storage.write_text(storage.join(out_dir, "metrics.txt"), table + "\n")
+  hosts.barrier("evaluation written")
+  return {k: v for k, v in summary.items() if k != "views"} if chief else None
 
 
 def _video(config, family: ModelFamily, variables, source, path: str,
@@ -197,4 +212,5 @@ def _video(config, family: ModelFamily, variables, source, path: str,
   return video.render_video(family, variables, sources, np.asarray(ex["tgt_intrinsics"]),
                             path_c2w, target.height, target.width, float(ex["near"]),
                             float(ex["far"]), config.eval.chunk_size, path,
-                            fps=config.eval.video_fps, progress=verbose)
+                            fps=config.eval.video_fps, progress=verbose,
+                            map_fn=hosts.map_to_chief)

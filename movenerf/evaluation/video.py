@@ -21,6 +21,7 @@ import imageio_ffmpeg
 import jax.numpy as jnp
 import numpy as np
 
+from movenerf import storage
 from movenerf.evaluation.visualize import colorize, to_uint8
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
@@ -141,13 +142,16 @@ def write_video(frames, path: str, fps: float = 24, crf: int = 18) -> str:
   size = first.shape[:2]
   height, width = size[0] + size[0] % 2, size[1] + size[1] % 2
 
-  directory = os.path.dirname(os.path.abspath(path))
+  # ffmpeg writes a local file: next to the target (an atomic rename on one file system)
+  # or, for a URL, in a temporary folder, uploaded when complete. Its .mp4 suffix tells
+  # ffmpeg the container.
+  remote = storage.is_remote(path)
+  directory = tempfile.gettempdir() if remote else os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  # The temp file lives next to the target so that os.replace is an atomic rename on
-  # one file system; its .mp4 suffix tells ffmpeg the container.
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp.mp4",
                              dir=directory)
   os.close(fd)
+  os.chmod(tmp, 0o644)
   writer = None
   try:
     writer = imageio_ffmpeg.write_frames(
@@ -166,7 +170,11 @@ def write_video(frames, path: str, fps: float = 24, crf: int = 18) -> str:
     gen, writer = writer, None
     gen.close()  # flushes and waits for ffmpeg to exit
     _verify_video(tmp, (width, height), count, fps)
-    os.replace(tmp, path)
+    if remote:
+      storage.copy_file(tmp, path)
+      os.unlink(tmp)
+    else:
+      os.replace(tmp, path)
   except BaseException:
     if writer is not None:
       try:
@@ -221,7 +229,8 @@ def depth_scale(depths, percentiles: tuple[float, float] = (1.0, 99.0)) -> tuple
 def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsics, path_c2w,
                  height: int, width: int, near: float, far: float, chunk_size: int,
                  out_path: str, fps: float = 24, progress: bool = True,
-                 depth_range: tuple[float, float] | None = None) -> str:
+                 depth_range: tuple[float, float] | None = None,
+                 map_fn=None) -> str | None:
   """Renders every camera of a path and writes an RGB | depth MP4.
 
   The family's renderer encodes the source views once for the whole video and renders
@@ -241,9 +250,12 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
     progress: print frame i/F, frames/s and the estimated time left.
     depth_range: (lo, hi) of the depth colours; default ``depth_scale`` of all frames
       (1st..99th percentile). ``(near, far)`` gives a scale fixed across videos.
+    map_fn: ``map_fn(fn, range(F))`` yields ``(i, fn(i))``: spreads the frames over the
+      processes (``hosts.map_to_chief``); default: every frame here, in order.
 
   Returns:
-    ``out_path``; the video is F frames of H x 2W (plus padding to even sizes).
+    ``out_path`` (None on a process that wrote nothing); the video is F frames of
+    H x 2W (plus padding to even sizes).
   """
   c2w = np.asarray(path_c2w, np.float32)
   if c2w.ndim != 3 or c2w.shape[1:] != (4, 4) or len(c2w) == 0:
@@ -263,18 +275,25 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
     raise ValueError(f"depth_range must be finite (lo, hi) with hi > lo, got {depth_range}")
 
   render_frame = family.renderer(variables, sources, near, far, chunk_size)
+
+  def frame(i):
+    out = render_frame(Cameras(jnp.asarray(k[i]), jnp.asarray(c2w[i]), height, width))
+    return {"rgb": to_uint8(out["rgb"].reshape(height, width, 3)),  # uint8: 4x less memory
+            "depth": np.asarray(out["depth"]).reshape(height, width).astype(np.float32)}
+
   rgbs, depths = [], []
   start = time.perf_counter()
-  for i in range(num_frames):
-    camera = Cameras(jnp.asarray(k[i]), jnp.asarray(c2w[i]), height, width)
-    out = render_frame(camera)
-    rgbs.append(to_uint8(out["rgb"].reshape(height, width, 3)))  # uint8: 4x less memory
-    depths.append(out["depth"].reshape(height, width).astype(np.float32))
+  frames_of = map_fn or (lambda fn, items: enumerate(map(fn, items)))
+  for i, out in frames_of(frame, range(num_frames)):
+    rgbs.append(out["rgb"])
+    depths.append(out["depth"])
     if progress:
       elapsed = time.perf_counter() - start
       rate = (i + 1) / max(elapsed, 1e-9)  # the first frame includes compilation
       print(f"\r  frame {i + 1}/{num_frames}  {rate:.2f} frames/s  "
             f"ETA {(num_frames - i - 1) / rate:.0f}s", end="", flush=True)
+  if not rgbs:  # a process of a multi-host job other than the chief: nothing to write
+    return None
   if progress:
     print()
   # The colour scale needs every frame's depths, so frames are coloured after rendering.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 
 import numpy as np
 from PIL import Image
+
+from movenerf import storage
 
 # Anchor colours of a perceptually ordered map (dark blue -> cyan -> yellow -> red).
 _ANCHORS = np.array([[0.19, 0.07, 0.23], [0.16, 0.47, 0.93], [0.1, 0.85, 0.75],
@@ -33,20 +34,13 @@ def colorize(values: np.ndarray, lo: float | None = None, hi: float | None = Non
 
 
 def save_png(path: str, image: np.ndarray) -> None:
-  """Writes a PNG atomically (a temp file renamed into place: never half-written)."""
+  """Writes a PNG atomically to a local path or a URL (never half-written)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = to_uint8(image)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-  os.close(fd)
-  try:
-    Image.fromarray(image).save(tmp, format="PNG")
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
+  buf = io.BytesIO()
+  Image.fromarray(image).save(buf, format="PNG")
+  storage.write_bytes(path, buf.getvalue())
 
 
 def contact_sheet(images: list[np.ndarray], columns: int = 5, pad: int = 2) -> np.ndarray:

@@ -16,11 +16,11 @@ How a child learns its place, so that one design serves every program:
 * every child gets the environment variables ``MOVENERF_COORDINATOR_ADDRESS``
   (``127.0.0.1:PORT``), ``MOVENERF_NUM_PROCESSES`` and ``MOVENERF_PROCESS_ID``; any
   script can pass them to ``jax.distributed.initialize``;
-* ``movenerf.train`` reads its config instead, so its children also get the flags
+* ``movenerf.train`` and ``movenerf.eval`` read their config instead, so their children
+  also get the flags
   ``--config.train.distributed=true --config.train.coordinator_address=127.0.0.1:PORT
   --config.train.num_processes=N --config.train.process_id=i`` (appended, so they win
-  over the same keys in ARGS). No other movenerf program runs as several processes
-  (evaluation is one process: ``python -m movenerf.eval`` on the run afterwards).
+  over the same keys in ARGS). No other movenerf program runs as several processes.
 
 Environment of every child: ``XLA_FLAGS`` with
 ``--xla_force_host_platform_device_count=D`` (replacing that flag, keeping the others),
@@ -50,7 +50,7 @@ from typing import IO, Optional, Sequence
 
 # Programs that take the process layout from their config (train.*) besides the
 # environment variables.
-CONFIG_MODULES = ("movenerf.train",)
+CONFIG_MODULES = ("movenerf.train", "movenerf.eval")
 ENV_COORDINATOR = "MOVENERF_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "MOVENERF_NUM_PROCESSES"
 ENV_PROCESS_ID = "MOVENERF_PROCESS_ID"

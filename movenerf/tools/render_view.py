@@ -17,7 +17,6 @@ that shows the pipeline, not a trained result). Writes to the workdir:
 from __future__ import annotations
 
 import json
-import os
 import time
 
 from absl import app, flags
@@ -26,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from movenerf import storage
 from movenerf.evaluation import visualize
 from movenerf.image import metrics
 from movenerf.moe import expert_map
@@ -89,35 +89,32 @@ def run(config, workdir: str) -> dict:
   gt = scene.images[data.target_view].astype(np.float32) / 255.0
   gt_depth = np.where(scene.masks[data.target_view], scene.depths[data.target_view], np.nan)
 
-  os.makedirs(workdir, exist_ok=True)
-  visualize.save_png(os.path.join(workdir, "render.png"),
+  visualize.save_png(storage.join(workdir, "render.png"),
                      visualize.contact_sheet([out["rgb"], gt], columns=2))
   depth_pair = [visualize.colorize(d, scene.near, scene.far) for d in (out["depth"], gt_depth)]
-  visualize.save_png(os.path.join(workdir, "depth.png"),
+  visualize.save_png(storage.join(workdir, "depth.png"),
                      visualize.contact_sheet(depth_pair, columns=2))
   if "experts" in out:  # [H, W, L, E] -> one expert-selection map per MoE layer
     maps = [expert_map.colorize_experts(out["experts"][:, :, l])
             for l in range(out["experts"].shape[2])]
-    visualize.save_png(os.path.join(workdir, "experts.png"),
+    visualize.save_png(storage.join(workdir, "experts.png"),
                        visualize.contact_sheet(maps, columns=len(maps)))
-  visualize.save_png(os.path.join(workdir, "sources.png"),
+  visualize.save_png(storage.join(workdir, "sources.png"),
                      visualize.contact_sheet(list(np.asarray(sources.images)), columns=5))
-  metrics = dict(
+  result = dict(
       scene=scene.scene_id, psnr=metrics.psnr(out["rgb"], gt),
       rays=size * size, render_seconds=t_render, rays_per_second=size * size / t_render,
       scene_generation_seconds=t_data, encode_seconds_with_compile=t_compile,
       random_init=not (config.checkpoint or config.init_from), config=config.to_dict())
-  tmp = os.path.join(workdir, "metrics.json.tmp")
-  with open(tmp, "w") as f:
-    json.dump(metrics, f, indent=2)
-  os.replace(tmp, os.path.join(workdir, "metrics.json"))
+  storage.write_json(storage.join(workdir, "metrics.json"),
+                     json.loads(json.dumps(result, default=str)), indent=2)
   weights = config.checkpoint or config.init_from
-  print(f"PSNR {metrics['psnr']:.2f} dB "
-        f"({'random weights' if metrics['random_init'] else weights}); "
-        f"{metrics['rays_per_second']:,.0f} rays/s incl. compilation; wrote {workdir}/"
+  print(f"PSNR {result['psnr']:.2f} dB "
+        f"({'random weights' if result['random_init'] else weights}); "
+        f"{result['rays_per_second']:,.0f} rays/s incl. compilation; wrote {workdir}/"
         "{render,depth,sources}.png" + (", experts.png" if "experts" in out else "")
         + " and metrics.json")
-  return metrics
+  return result
 
 
 def main(argv):

@@ -25,8 +25,8 @@ each model).
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from typing import Sequence
 
 from absl import app, flags, logging
@@ -35,6 +35,7 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
+from movenerf import storage
 from movenerf.evaluation import evaluate as evaluation, visualize
 from movenerf.models import registry
 from movenerf.training import checkpoint
@@ -56,10 +57,9 @@ def load_run(workdir: str):
   config = ml_collections.ConfigDict(config)
   model = registry.build(config.model)
   budget = {"steps": None, "train_minutes": None}
-  log = os.path.join(workdir, "train_metrics.jsonl")
-  if os.path.exists(log):
-    with open(log) as f:
-      lines = [json.loads(l) for l in f if l.strip()]
+  log = storage.join(workdir, "train_metrics.jsonl")
+  if storage.exists(log):
+    lines = [json.loads(l) for l in storage.read_text(log).splitlines() if l.strip()]
     if lines:
       budget["steps"] = int(lines[-1]["step"])
       if "elapsed_s" in lines[-1]:
@@ -118,7 +118,7 @@ def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
   entries = [(BASELINE, None, None, None, {})] + loaded
   for name, config, model, params, budget in entries:
     cfg = (config or config0).eval
-    folder = os.path.join(out_dir, name.replace(" ", "_"))
+    folder = storage.join(out_dir, name.replace(" ", "_"))
     row = {"budget": budget}
     for group, datasets in groups.items():
       views = []
@@ -132,11 +132,8 @@ def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
     results[name] = row
   _write_sheets(results, out_dir)
   table = format_table(results)
-  os.makedirs(out_dir, exist_ok=True)
-  with open(os.path.join(out_dir, "zero_shot.md"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(out_dir, "zero_shot.json"), "w") as f:
-    json.dump(results, f, indent=2)
+  storage.write_text(storage.join(out_dir, "zero_shot.md"), table + "\n")
+  storage.write_json(storage.join(out_dir, "zero_shot.json"), results, indent=2)
   if verbose:
     print(table)
   return results
@@ -162,17 +159,18 @@ def _write_sheets(results: dict, out_dir: str) -> None:
   first = results[names[0]]
   for group in ("unseen", "seen"):
     for v in first[group + "_views"]:
-      rel = os.path.join(v["dataset"], v["scene"], f"{v['view']:03d}")
-      folder = lambda n: os.path.join(out_dir, n.replace(" ", "_"), rel)
+      rel = f"{v['dataset']}/{v['scene']}/{v['view']:03d}"
+      folder = lambda n: storage.join(out_dir, n.replace(" ", "_"), rel)
       images = [_read(folder(names[0]) + "_gt.png")]
       images += [_read(folder(n) + "_pred.png") for n in names]
       sheet = visualize.contact_sheet(images, columns=len(images))
-      visualize.save_png(os.path.join(out_dir, "sheets", rel.replace(os.sep, "_") + ".png"),
+      visualize.save_png(storage.join(out_dir, "sheets", rel.replace("/", "_") + ".png"),
                          sheet)
 
 
 def _read(path: str) -> np.ndarray:
-  return np.asarray(Image.open(path).convert("RGB"), np.float32) / 255.0
+  with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
+    return np.asarray(image.convert("RGB"), np.float32) / 255.0
 
 
 def _parse_runs(args: Sequence[str]) -> list[tuple[str, str]]:

@@ -31,10 +31,9 @@ def test_eval_writes_every_promised_file(tmp_path):
   mesh = sharding.make_mesh()
   tx = optim.make_optimizer(c.optim)
   state, _ = train_state.create_state(params, tx, 0, mesh)
-  mngr = checkpoint.manager(str(run), keep=1)
-  checkpoint.save(mngr, 0, state, {}, c.to_dict(), force=True)
-  mngr.wait_until_finished()
-  mngr.close()
+  ckpts = checkpoint.Checkpoints(str(run), keep=1)
+  ckpts.save(0, state, None, c.to_dict(), force=True)
+  ckpts.close()
   model2, loaded = eval_main.load_model(c, str(run))
   jax.tree.map(np.testing.assert_array_equal, loaded, params)
 

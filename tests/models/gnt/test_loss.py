@@ -99,7 +99,7 @@ def _assert_close_grads(grads, grads_ref):
   return worst
 
 
-@pytest.mark.parametrize("count", [1, 4])
+@pytest.mark.parametrize("count", [1, 2])
 def test_sliced_loss_equals_the_loss_written_out(count):
   # GNT-MoVE (its path includes the dense one). The pairs (rows 0-15, 3-9) lie across
   # slices as given; the loss puts them side by side (pairs_side_by_side) and each slice
