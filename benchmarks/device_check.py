@@ -55,6 +55,8 @@ import sys
 import tempfile
 import time
 
+from movenerf import storage
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("device", "parity", "bench", "train")
 DEFAULT_TIMEOUTS = {"device": 60, "parity": 120, "bench": 240, "train": 150}
@@ -388,22 +390,8 @@ def format_table(report: dict) -> str:
   return "\n".join(lines)
 
 
-def _strict(x):
-  """``x`` with NaN and infinities as None (strict JSON)."""
-  if isinstance(x, float) and not math.isfinite(x):
-    return None
-  if isinstance(x, dict):
-    return {k: _strict(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_strict(v) for v in x]
-  return x
-
-
 def write_json(report: dict, path: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(_strict(report), f, indent=2, default=str, allow_nan=False)
-  os.replace(tmp, path)
+  storage.write_json(path, report, indent=2, default=str)
 
 
 def main() -> int:

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import pathlib
 import uuid
 from typing import Any, Iterable, Optional, Union
 
 from etils import epath
+import numpy as np
 
 PathLike = Union[str, os.PathLike]
 
@@ -120,9 +122,10 @@ def write_json(p: PathLike, obj: Any, **kwargs) -> None:
 
 
 def finite(obj: Any) -> Any:
-  """``obj`` with NaN / inf floats replaced by None, so that it is valid JSON."""
-  if isinstance(obj, float):
-    return obj if obj == obj and abs(obj) != float("inf") else None
+  """``obj`` with NaN / inf floats (NumPy's too) replaced by None, so that it is valid
+  JSON."""
+  if isinstance(obj, (float, np.floating)):
+    return float(obj) if math.isfinite(obj) else None
   if isinstance(obj, dict):
     return {k: finite(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):

@@ -30,7 +30,6 @@ one machine's CPU, e.g. to test this, with the same losses as one process of 4 d
 
 from __future__ import annotations
 
-import json
 import re
 import signal
 import time
@@ -229,7 +228,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     writer = SummaryWriter(storage.join(workdir, "tb"))
     storage.write_json(storage.join(workdir, "config.json"),
-                       json.loads(json.dumps(config.to_dict(), default=str)), indent=2)
+                       config.to_dict(), indent=2, default=str)
     log = storage.JsonLines(storage.join(workdir, "train_metrics.jsonl"))
     log.truncate_after(start)  # a resumed run redoes the steps after its checkpoint
   preempt = _Preemption()
@@ -361,7 +360,7 @@ def main(argv):
   result = train(config, workdir)
   if jax.process_index() == 0:
     storage.write_json(storage.join(workdir, "result.json"),
-                       json.loads(json.dumps(result, default=float)), indent=2)
+                       result, indent=2, default=float)
     if "eval" in result:
       print(f"done: renders, metrics and video in {storage.join(workdir, 'eval')}")
 

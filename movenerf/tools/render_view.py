@@ -16,7 +16,6 @@ that shows the pipeline, not a trained result). Writes to the workdir:
 
 from __future__ import annotations
 
-import json
 import time
 
 from absl import app, flags
@@ -107,7 +106,7 @@ def run(config, workdir: str) -> dict:
       scene_generation_seconds=t_data, encode_seconds_with_compile=t_compile,
       random_init=not (config.checkpoint or config.init_from), config=config.to_dict())
   storage.write_json(storage.join(workdir, "metrics.json"),
-                     json.loads(json.dumps(result, default=str)), indent=2)
+                     result, indent=2, default=str)
   weights = config.checkpoint or config.init_from
   print(f"PSNR {result['psnr']:.2f} dB "
         f"({'random weights' if result['random_init'] else weights}); "
