@@ -11,7 +11,7 @@ import numpy as np
 from movenerf import testing
 from movenerf.geometry import cameras as cam_lib
 from movenerf.geometry.rays import flat_index_to_pixels, pixel_rays
-from movenerf.models.gnt.model import GNTConfig, GNTModel
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.models.gnt.official_checkpoint import export_official_arrays
 from movenerf.models.gnt.render import encode_sources, render_chunk
 from movenerf.tools import check_parity
@@ -38,8 +38,7 @@ def _write_vectors(path, config: GNTConfig, num_views, height, width, num_rays):
   images_u8 = np.asarray(jnp.round(sources.images * 255), np.uint8)
   sources = sources.replace(images=jnp.asarray(images_u8, jnp.float32) / 255.0)
   model = GNTModel(config)
-  rays0 = pixel_rays(target, jnp.zeros((2, 2)))
-  variables = jax.jit(model.init)(jax.random.PRNGKey(5), rays0, target, sources, 2.0, 6.0)
+  variables = init_variables(model, jax.random.PRNGKey(5))
   inds = np.random.default_rng(0).integers(0, height * width, num_rays)
   rays = pixel_rays(target, flat_index_to_pixels(jnp.asarray(inds), width))
   featmaps = encode_sources(model, variables, sources.images)

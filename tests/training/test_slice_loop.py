@@ -4,6 +4,7 @@ loss and metrics, and its programs other than ``prepare`` are the same for every
 of rays per step."""
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -32,6 +33,20 @@ def _setup(move: bool, rays: int = 32):
   return c, model, params, pipeline.train_dataset(maker, 2)[0]
 
 
+def _summed_over_slices(objective, params, featmaps, xs, count):
+  """(value, terms) of ``objective`` summed over the ``count`` slices of ``xs`` in slice
+  order, in a loop (one copy of the slice's program to compile)."""
+  x0 = jax.tree.map(lambda a: a[0], xs)
+  zeros = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype),
+                       jax.eval_shape(objective, params, featmaps, *x0))
+
+  def add(total, x):
+    return jax.tree.map(jnp.add, total, objective(params, featmaps, *x)), None
+
+  assert jax.tree.leaves(xs)[0].shape[0] == count
+  return jax.lax.scan(add, zeros, xs)[0]
+
+
 def _summed_slices_step(family, tx, loss_cfg, sub_chunk):
   """The reference: one jitted program that differentiates the mean over the examples of
   their slices' summed loss shares, keyed as the train step keys them."""
@@ -48,11 +63,9 @@ def _summed_slices_step(family, tx, loss_cfg, sub_chunk):
         views, xs, scales = sliced.inputs(ex, keys[i], (16, 16), sub_chunk)
         featmaps = sliced.encode(params, views[1])
         objective = sliced.objective(views, loss_cfg, *scales)
-        parts = [objective(params, featmaps, *jax.tree.map(lambda a, j=j: a[j], xs))
-                 for j in range(scales[1])]
-        terms = jax.tree.map(lambda *t: sum(t), *[t for _, t in parts])
+        value, terms = _summed_over_slices(objective, params, featmaps, xs, scales[1])
         loss, m = sliced.loss(loss_cfg, terms, scales)
-        values.append(sum(v for v, _ in parts))
+        values.append(value)
         losses.append(loss)
         metrics.append(m)
       mean = lambda *xs: sum(xs) / num

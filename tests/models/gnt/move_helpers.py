@@ -6,9 +6,10 @@ import functools
 import jax
 
 from movenerf import testing
-from movenerf.models.gnt.model import GNTConfig, GNTModel
+from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.models.gnt.upcycle import upcycle
 from movenerf.moe.config import MoEConfig
+from tests.models.gnt.helpers import perturbed
 
 DENSE = GNTConfig(width=16, depth=4, coarse_feat_dim=8, num_samples=8)
 MOE = MoEConfig(layers=(1, 3), eval_capacity_factor=4.0)
@@ -24,16 +25,26 @@ def apply(model, v, rays, target, sources, mutable=()):
 def dense():
   rays, target, sources = testing.dummy_inputs(4, 16, 16, 6, seed=1)
   model = GNTModel(DENSE)
-  v = jax.jit(model.init)(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
-  leaves, tree = jax.tree.flatten(v)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  v = jax.tree.unflatten(tree, [l + 0.05 * jax.random.normal(k, l.shape)
-                                for l, k in zip(leaves, keys)])
+  # Non-trivial weights everywhere (the default init leaves biases at zero).
+  v = perturbed(init_variables(model, jax.random.PRNGKey(0)))
   return model, v, rays, target, sources
 
 
+# MoE settings that shape and initialise no parameter (they act on the routing only).
+ROUTING_ONLY = ("renormalize", "expert_activation", "eval_capacity_factor", "dispatch")
+
+
+@functools.lru_cache(maxsize=None)
+def _template(moe: MoEConfig, seed: int):
+  return init_variables(GNTModel(dataclasses.replace(DENSE, moe=moe)), jax.random.PRNGKey(seed))
+
+
+@functools.lru_cache(maxsize=None)
 def move(moe: MoEConfig = MOE, seed: int = 0):
-  dense_model, dense_v, rays, target, sources = dense()
+  """The dense model upcycled into GNT-MoVE with ``moe`` (the router drawn from ``seed``);
+  one per argument, shared: callers do not modify it. The fresh parameters are drawn
+  with MOE's routing-only settings: the same values, from one init program for all."""
+  _, dense_v, *_ = dense()
   model = GNTModel(dataclasses.replace(DENSE, moe=moe))
-  template = jax.jit(model.init)(jax.random.PRNGKey(seed), rays, target, sources, 2.0, 6.0)
-  return model, {"params": upcycle(dense_v["params"], template["params"])}
+  drawn = dataclasses.replace(moe, **{f: getattr(MOE, f) for f in ROUTING_ONLY})
+  return model, {"params": upcycle(dense_v["params"], _template(drawn, seed)["params"])}

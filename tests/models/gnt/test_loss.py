@@ -2,6 +2,8 @@
 the whole-example loss is its one-slice case, against the loss assembled by hand from
 separate renders of each slice."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,6 +23,7 @@ from movenerf.nn import prng
 NUM_RAYS = 16
 
 
+@functools.lru_cache(maxsize=None)
 def _setup(moe=None):
   # Coarse only: the fine pass inverts the CDF of the coarse weights, so float32
   # rounding differences between differently fused programs move its samples (and, with

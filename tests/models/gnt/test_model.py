@@ -3,7 +3,6 @@ GNT-MoVE (experts in the view transformer) and stage-by-stage parity with the of
 PyTorch GNT through the reference vectors."""
 
 import dataclasses
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -20,15 +19,16 @@ from tests.models.gnt import helpers, move_helpers
 
 
 def _render(model, variables, rays, target, sources, **kw):
+  """Eager forward pass (each op dispatched on its own)."""
   return model.apply(variables, rays, target, sources, 2.0, 6.0, **kw)
 
 
 def test_source_view_permutation_does_not_change_colour():
   model, variables, rays, target, sources = helpers.setup()
-  out = _render(model, variables, rays, target, sources)
+  out = helpers.render(model, variables, rays, target, sources)
   perm = jnp.array([2, 0, 3, 1])
   permuted = sources.replace(images=sources.images[perm], cameras=sources.cameras[perm])
-  out_p = _render(model, variables, rays, target, permuted)
+  out_p = helpers.render(model, variables, rays, target, permuted)
   # Fine depths come from the coarse weights; ulp-level changes there are amplified
   # by the 2^9-frequency position encoding, hence the looser fine tolerance.
   np.testing.assert_allclose(out_p.coarse.rgb, out.coarse.rgb, atol=2e-6)
@@ -40,7 +40,7 @@ def test_source_view_permutation_does_not_change_colour():
 def test_jit_and_eager_agree():
   model, variables, rays, target, sources = helpers.setup()
   eager = _render(model, variables, rays, target, sources)
-  jitted = jax.jit(functools.partial(_render, model))(variables, rays, target, sources)
+  jitted = helpers.render(model, variables, rays, target, sources)
   # XLA fuses (and re-associates) differently under jit: float32-rounding level only.
   np.testing.assert_allclose(jitted.coarse.rgb, eager.coarse.rgb, atol=1e-4)
   np.testing.assert_allclose(jitted.fine.rgb, eager.fine.rgb, atol=2e-4)
@@ -53,21 +53,21 @@ def test_point_seen_by_no_view_gives_finite_output():
   samples = EpipolarSamples(jnp.ones((r, s, v, 11)), jnp.ones((r, s, v, 4)),
                             jnp.zeros((r, s, v, 1)))
   points, dirs = jnp.ones((r, s, 3)), jnp.ones((r, 3))
-  params = net.init(jax.random.PRNGKey(0), samples, points, dirs)
-  rgb, weights = net.apply(params, samples, points, dirs)
+  params = jax.jit(net.init)(jax.random.PRNGKey(0), samples, points, dirs)
+  rgb, weights = jax.jit(net.apply)(params, samples, points, dirs)
   assert bool(jnp.all(jnp.isfinite(rgb))) and bool(jnp.all(jnp.isfinite(weights)))
   # End to end: rays pointing away from every source camera.
   model, variables, rays, target, sources = helpers.setup()
   away = Rays(rays.origins, -rays.directions)
-  out = _render(model, variables, away, target, sources)
+  out = helpers.render(model, variables, away, target, sources)
   assert bool(jnp.all(jnp.isfinite(out.fine.rgb))) and bool(jnp.all(jnp.isfinite(out.fine.depth)))
 
 
 def test_bfloat16_runs_and_stays_close_to_float32():
   model, variables, rays, target, sources = helpers.setup()
-  ref = _render(model, variables, rays, target, sources)
+  ref = helpers.render(model, variables, rays, target, sources)
   bf16 = GNTModel(dataclasses.replace(helpers.SMALL, dtype="bfloat16"))
-  out = _render(bf16, variables, rays, target, sources)
+  out = helpers.render(bf16, variables, rays, target, sources)
   assert out.coarse.rgb.dtype == jnp.float32
   # bfloat16 keeps ~3 significant digits; through 2 x 2 transformer blocks the
   # colours stay within a percent of their range (residual stream is float32).
@@ -79,12 +79,12 @@ def test_bfloat16_runs_and_stays_close_to_float32():
 
 def test_dropout_and_stratification_only_in_training():
   model, variables, rays, target, sources = helpers.setup()
-  a = _render(model, variables, rays, target, sources)
-  b = _render(model, variables, rays, target, sources)
+  a = helpers.render(model, variables, rays, target, sources)
+  b = helpers.render(model, variables, rays, target, sources)
   np.testing.assert_array_equal(a.fine.rgb, b.fine.rgb)
   rngs = lambda seed: {"dropout": jax.random.PRNGKey(seed), "sample": jax.random.PRNGKey(seed)}
-  t1 = _render(model, variables, rays, target, sources, train=True, rngs=rngs(1))
-  t2 = _render(model, variables, rays, target, sources, train=True, rngs=rngs(2))
+  t1 = helpers.render(model, variables, rays, target, sources, train=True, rngs=rngs(1))
+  t2 = helpers.render(model, variables, rays, target, sources, train=True, rngs=rngs(2))
   assert float(jnp.max(jnp.abs(t1.fine.rgb - t2.fine.rgb))) > 1e-4
   assert float(jnp.max(jnp.abs(t1.coarse.depths - a.coarse.depths))) > 1e-3
   # Stratified depths stay inside the depth range and ascending.
@@ -100,7 +100,7 @@ def test_gradients_are_finite():
                   rngs={"dropout": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)})
     return jnp.mean(out.fine.rgb ** 2) + jnp.mean(out.coarse.rgb ** 2)
 
-  grads = jax.grad(loss)(variables)
+  grads = jax.jit(jax.grad(loss))(variables)
   norms = [float(jnp.linalg.norm(g)) for g in jax.tree.leaves(grads)]
   assert all(np.isfinite(norms)) and sum(norms) > 0
   assert float(jnp.linalg.norm(grads["params"]["feature_net"]["conv1"]["conv"]["kernel"])) > 0
@@ -110,7 +110,8 @@ def test_wrong_width_heads_raise():
   with pytest.raises(ValueError, match="divisible"):
     model = GNTModel(GNTConfig(width=18, depth=1, num_samples=4))
     rays, target, sources = testing.dummy_inputs(2, 16, 16, 2)
-    model.init(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
+    # Traced only: the check is made while the init program is built.
+    jax.eval_shape(model.init, jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
 
 
 def test_initial_parameters_do_not_depend_on_the_compute_dtype():

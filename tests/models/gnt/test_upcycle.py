@@ -26,9 +26,10 @@ def test_upcycled_model_with_identical_experts_reproduces_dense():
 
 
 def test_upcycle_rejects_mismatched_expert_width():
-  dense_model, dense_v, rays, target, sources = move_helpers.dense()
+  _, dense_v, rays, target, sources = move_helpers.dense()
   model = GNTModel(dataclasses.replace(
       move_helpers.DENSE, moe=dataclasses.replace(move_helpers.MOE, expert_hidden_ratio=2)))
-  template = jax.jit(model.init)(jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
+  # The template's shapes are what upcycle checks: traced only, nothing computed.
+  template = jax.eval_shape(model.init, jax.random.PRNGKey(0), rays, target, sources, 2.0, 6.0)
   with pytest.raises(UpcycleError, match="experts/fc1/kernel"):
     upcycle(dense_v["params"], template["params"])
