@@ -3,14 +3,21 @@
 For every evaluation dataset of the config (``config.data.eval``) and every held-out
 view (split "test", sources from "train" of the same scene), writes under ``out_dir``::
 
-  <dataset>/<scene>/<view>_pred.png     prediction
-  <dataset>/<scene>/<view>_gt.png       ground truth
-  <dataset>/<scene>/<view>_depth.png    predicted depth (| true depth when known), one scale
-  <dataset>/<scene>/<view>_experts.png  GNT-MoVE: top-1 expert per pixel, one map per layer
+  <dataset>/<scene>/<view>_pred.png     prediction (rendered size)
+  <dataset>/<scene>/<view>_gt.png       ground truth (rendered size)
+  <dataset>/<scene>/<view>_depth.png    predicted | true depth (when known), labelled, on
+                                        the scene's scale, with a colour bar
+  <dataset>/<scene>/<view>_experts.png  GNT-MoVE: top-1 expert per pixel, one map per MoE
+                                        layer, with a legend of expert colours
+  <dataset>/<scene>/<view>_sheet.png    ground truth | prediction | error | depth
+                                        (| experts), labelled, PSNR / SSIM / LPIPS below
   metrics.json                          per view, per scene, per dataset and overall means
   video.mp4                             with eval.video_frames > 0: RGB | depth along a path
 
-and prints a table. LPIPS needs network weights from a local file
+and prints a table. Images for people (depth, experts, sheets) are magnified with
+nearest neighbour to at least ``visualize.MIN_HEIGHT`` pixels in height. Depth of a
+scene is coloured on one scale, ``scene_depth_range``, in the PNGs and the video alike;
+grey is "no surface" (see ``visualize``). LPIPS needs network weights from a local file
 (``eval.lpips_weights``); without them it is reported as "n/a".
 """
 
@@ -32,7 +39,6 @@ from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
 from movenerf.image import metrics as image_metrics
 from movenerf.models.family import ModelFamily
-from movenerf.moe import expert_map
 
 
 def example_cameras(ex: dict) -> tuple[Cameras, SourceViews]:
@@ -65,22 +71,82 @@ def nearest_view(ex: dict) -> dict:
   return {"rgb": image.astype(np.float32) / 255.0}
 
 
-def panels(out: dict, ex: dict) -> dict:
-  """Images for people: depth (predicted | true, same scale) and expert maps."""
+# The error panel colours the mean absolute RGB error over [0, ERROR_MAX].
+ERROR_MAX = 0.25
+
+
+def scene_depth_range(source, scene_id: str, splits=("test", "train")) -> tuple[float, float]:
+  """The depth colour scale of a scene: ``visualize.depth_range`` of the near / far of
+  all its cameras in ``splits`` (those that have the scene)."""
+  near, far = [], []
+  for split in splits:
+    try:
+      cams = source.scene(split, scene_id)
+    except KeyError:
+      continue
+    near.append(np.asarray(cams.near).reshape(-1))
+    far.append(np.asarray(cams.far).reshape(-1))
+  if not near:
+    return visualize.depth_range([], [])
+  return visualize.depth_range(np.concatenate(near), np.concatenate(far))
+
+
+def _depth_pairs(out: dict, ex: dict) -> list[tuple[str, np.ndarray]]:
+  """(label, [H, W] depth): predicted, and true depth when known (NaN off the mask)."""
+  h, w = ex["tgt_image"].shape[:2]
+  pairs = [("predicted depth", np.asarray(out["depth"], np.float32).reshape(h, w))]
+  if "tgt_depth" in ex:
+    true = np.where(ex.get("tgt_mask", ex["tgt_depth"] > 0), ex["tgt_depth"], np.nan)
+    pairs.append(("true depth", np.asarray(true, np.float32).reshape(h, w)))
+  return pairs
+
+
+def panels(out: dict, ex: dict, depth_range: Optional[tuple[float, float]] = None) -> dict:
+  """Images for people, float [H, W, 3]: 'depth' (predicted | true depth on one scale,
+  with a colour bar) and, for GNT-MoVE, 'experts' (top-1 expert per pixel per MoE layer,
+  with a legend). ``depth_range`` (lo, hi) defaults to ``visualize.depth_range`` of the
+  example's near / far."""
   result = {}
   if "depth" not in out:
     return result
-  near, far = float(ex["near"]), float(ex["far"])
-  depths = [visualize.colorize(out["depth"], near, far)]
-  if "tgt_depth" in ex:
-    true = np.where(ex.get("tgt_mask", ex["tgt_depth"] > 0), ex["tgt_depth"], np.nan)
-    depths.append(visualize.colorize(true, near, far))
-  result["depth"] = visualize.contact_sheet(depths, columns=len(depths))
+  lo, hi = depth_range or visualize.depth_range(ex["near"], ex["far"])
+  result["depth"] = visualize.depth_image(_depth_pairs(out, ex), lo, hi)
   if "experts" in out:
-    maps = [expert_map.colorize_experts(out["experts"][:, :, l])
-            for l in range(out["experts"].shape[2])]
-    result["experts"] = visualize.contact_sheet(maps, columns=len(maps))
+    result["experts"] = visualize.experts_image(out["experts"])
   return result
+
+
+def _fmt(value, digits: int) -> str:
+  return f"{value:.{digits}f}" if isinstance(value, (int, float)) else str(value)
+
+
+def comparison_sheet(out: dict, ex: dict, scores: dict, title: str,
+                     depth_range: Optional[tuple[float, float]] = None) -> np.ndarray:
+  """ground truth | prediction | error | depth (| experts), labelled, with ``title`` and
+  the view's PSNR / SSIM / LPIPS (``scores``) as the caption: float [H, W, 3].
+
+  The error panel is the mean absolute RGB error on [0, ``ERROR_MAX``]; depth uses
+  ``depth_range`` (default: the example's near / far) and experts the top-1 maps.
+  """
+  gt = ex["tgt_image"].astype(np.float32) / 255.0
+  pred = np.clip(np.asarray(out["rgb"], np.float32).reshape(gt.shape), 0.0, 1.0)
+  error = np.mean(np.abs(pred - gt), axis=-1)
+  columns = [visualize.panel(gt, "ground truth"), visualize.panel(pred, "prediction")]
+  width = visualize.upscale(gt).shape[1] + 2 * visualize.FRAME
+  columns.append(visualize.panel(
+      visualize.colorize(error, 0.0, ERROR_MAX), "error",
+      visualize.colorbar(0.0, ERROR_MAX, width, title="|pred - gt|", ends=("", ""),
+                         no_surface=False)))
+  if "depth" in out:
+    lo, hi = depth_range or visualize.depth_range(ex["near"], ex["far"])
+    depth = _depth_pairs(out, ex)[0][1]
+    columns.append(visualize.panel(visualize.colorize(depth, lo, hi), "depth",
+                                   visualize.colorbar(lo, hi, width)))
+  if "experts" in out:
+    columns.append(visualize.experts_image(out["experts"]))
+  caption = (f"{title}   PSNR {_fmt(scores.get('psnr'), 2)} dB   "
+             f"SSIM {_fmt(scores.get('ssim'), 4)}   LPIPS {_fmt(scores.get('lpips'), 4)}")
+  return visualize.comparison_sheet(columns, caption)
 
 
 def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_dir: str,
@@ -96,17 +162,21 @@ def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_
   examples = list(pipeline.eval_examples(source, cfg.num_source_views,
                                          scene_ids=scene_ids, max_views_per_scene=limit,
                                          image_size=cfg.get("image_size")))
+  scales = {sid: scene_depth_range(source, sid) for sid in {ex["scene_id"] for ex in examples}}
   if predict is None:
     predict = lambda ex: render_example(family, variables, ex, cfg.chunk_size)
 
   def score(ex):
     out = predict(ex)
     gt = ex["tgt_image"].astype(np.float32) / 255.0
-    result = {f"score_{k}": v for k, v in image_metrics.image_metrics(out["rgb"], gt,
-                                                                      lpips_fn).items()}
+    scores = image_metrics.image_metrics(out["rgb"], gt, lpips_fn)
+    result = {f"score_{k}": v for k, v in scores.items()}
     result["pred"] = visualize.to_uint8(out["rgb"])
-    for kind, image in panels(out, ex).items():
+    scale = scales[ex["scene_id"]]
+    for kind, image in panels(out, ex, scale).items():
       result[f"panel_{kind}"] = visualize.to_uint8(image)
+    title = f"{name} / {ex['scene_id']} / view {ex['view_id']:03d}"
+    result["panel_sheet"] = visualize.to_uint8(comparison_sheet(out, ex, scores, title, scale))
     return result
 
   start = time.perf_counter()
@@ -207,10 +277,11 @@ def _video(config, family: ModelFamily, variables, source, path: str,
                                    scene_ids=[cams.scene_id],
                                    image_size=config.eval.get("image_size")))
   target, sources = example_cameras(ex)
+  depth_range = scene_depth_range(source, cams.scene_id)  # the scale of the scene's PNGs
   path_c2w = camera_paths.auto_path(cams.c2w, float(cams.near.min()), float(cams.far.max()),
                                     config.eval.video_frames)
   return video.render_video(family, variables, sources, np.asarray(ex["tgt_intrinsics"]),
                             path_c2w, target.height, target.width, float(ex["near"]),
                             float(ex["far"]), config.eval.chunk_size, path,
                             fps=config.eval.video_fps, progress=verbose,
-                            map_fn=hosts.map_to_chief)
+                            depth_range=depth_range, map_fn=hosts.map_to_chief)

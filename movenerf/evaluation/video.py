@@ -5,7 +5,12 @@ browser and player decodes. yuv420p stores colour at half resolution in both
 directions, so frames need even sizes: odd heights/widths are padded by repeating the
 last row/column (``write_video``). Files are written atomically, like
 ``visualize.save_png``: ffmpeg writes a temporary file in the target folder that is
-renamed into place only when complete.
+renamed into place only when complete, with mode 0666 less the umask (0644 with the
+usual umask 022), like the files ``movenerf.storage`` writes.
+
+Depth is coloured like the evaluation PNGs (``visualize.colorize``: grey where there is
+no surface) on one scale for the whole video, by default ``visualize.depth_range`` of
+the rendering's near / far.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from movenerf import storage
-from movenerf.evaluation.visualize import colorize, to_uint8
+from movenerf.evaluation import visualize
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
 from movenerf.models.family import ModelFamily
@@ -45,7 +50,7 @@ def _frame_uint8(frame, index: int, size: tuple[int, int] | None) -> np.ndarray:
                      f"{frame.dtype}")
   if not np.all(np.isfinite(frame)):
     raise ValueError(f"frame {index} contains NaN or inf")
-  return to_uint8(frame)
+  return visualize.to_uint8(frame)
 
 
 def _pad_even(frame: np.ndarray) -> np.ndarray:
@@ -151,7 +156,7 @@ def write_video(frames, path: str, fps: float = 24, crf: int = 18) -> str:
   fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp.mp4",
                              dir=directory)
   os.close(fd)
-  os.chmod(tmp, 0o644)
+  os.chmod(tmp, 0o666 & ~_umask())
   writer = None
   try:
     writer = imageio_ffmpeg.write_frames(
@@ -192,9 +197,10 @@ def side_by_side(rgb, depth, lo: float, hi: float) -> np.ndarray:
 
   Args:
     rgb: [H, W, 3] uint8 or float in [0, 1].
-    depth: [H, W] depths; NaN shows as the near colour.
+    depth: [H, W] depths; NaN / inf (no surface) shows as ``visualize.NO_SURFACE``.
     lo, hi: depth mapped to the first / last colour (``visualize.colorize``). Pass the
-      same values for every frame of a video, or its colours flicker.
+      same values for every frame of a video, or its colours flicker;
+      ``visualize.depth_range`` gives the scale evaluation uses for a scene's PNGs.
 
   Returns:
     [H, 2W, 3] uint8.
@@ -206,24 +212,14 @@ def side_by_side(rgb, depth, lo: float, hi: float) -> np.ndarray:
   if depth.shape != rgb.shape[:2]:
     raise ValueError(f"depth must have shape {rgb.shape[:2]} (the rgb size), got "
                      f"{depth.shape}")
-  rgb8 = rgb if rgb.dtype == np.uint8 else to_uint8(rgb)
-  return np.concatenate([rgb8, to_uint8(colorize(depth, lo, hi))], axis=1)
+  rgb8 = rgb if rgb.dtype == np.uint8 else visualize.to_uint8(rgb)
+  return np.concatenate([rgb8, visualize.to_uint8(visualize.colorize(depth, lo, hi))], axis=1)
 
 
-def depth_scale(depths, percentiles: tuple[float, float] = (1.0, 99.0)) -> tuple[float, float]:
-  """One (lo, hi) colour range for a stack of depth maps [..., H, W] (finite values).
-
-  Percentiles instead of min/max keep a few stray samples (e.g. empty-space rays) from
-  squeezing the rest of the scene into one colour.
-  """
-  values = np.asarray(depths, np.float32)
-  values = values[np.isfinite(values)]
-  if values.size == 0:
-    return 0.0, 1.0
-  lo, hi = (float(v) for v in np.percentile(values, percentiles))
-  if hi - lo < 1e-6 * max(abs(hi), 1.0):  # flat depth: any non-empty range will do
-    lo, hi = lo - 0.5, hi + 0.5
-  return lo, hi
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsics, path_c2w,
@@ -248,8 +244,9 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
     out_path: the MP4 to write.
     fps: frames per second of the video.
     progress: print frame i/F, frames/s and the estimated time left.
-    depth_range: (lo, hi) of the depth colours; default ``depth_scale`` of all frames
-      (1st..99th percentile). ``(near, far)`` gives a scale fixed across videos.
+    depth_range: (lo, hi) of the depth colours, in scene units; default
+      ``visualize.depth_range(near, far)``. Evaluation passes the scene's scale
+      (``evaluate.scene_depth_range``), the one of its depth PNGs.
     map_fn: ``map_fn(fn, range(F))`` yields ``(i, fn(i))``: spreads the frames over the
       processes (``hosts.map_to_chief``); default: every frame here, in order.
 
@@ -278,7 +275,8 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
 
   def frame(i):
     out = render_frame(Cameras(jnp.asarray(k[i]), jnp.asarray(c2w[i]), height, width))
-    return {"rgb": to_uint8(out["rgb"].reshape(height, width, 3)),  # uint8: 4x less memory
+    # uint8: 4x less memory than float.
+    return {"rgb": visualize.to_uint8(out["rgb"].reshape(height, width, 3)),
             "depth": np.asarray(out["depth"]).reshape(height, width).astype(np.float32)}
 
   rgbs, depths = [], []
@@ -296,8 +294,7 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
     return None
   if progress:
     print()
-  # The colour scale needs every frame's depths, so frames are coloured after rendering.
-  lo, hi = depth_scale(np.stack(depths)) if depth_range is None else depth_range
+  lo, hi = visualize.depth_range(near, far) if depth_range is None else depth_range
   frames = (side_by_side(rgb, depth, lo, hi) for rgb, depth in zip(rgbs, depths))
   write_video(frames, out_path, fps=fps)
   if progress:

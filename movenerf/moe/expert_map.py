@@ -1,7 +1,8 @@
 """Expert-selection maps: which expert wins each pixel.
 
 For each ray, the top-1 expert of every sample is counted along the ray; the expert
-chosen most often wins the pixel. The fractions are kept too (a soft map).
+chosen most often wins the pixel. The fractions are kept too (a soft map);
+``colorize_experts`` paints the winner (default) or the share-weighted blend.
 """
 
 from __future__ import annotations
@@ -34,11 +35,19 @@ def expert_map(top1: jnp.ndarray, num_experts: int) -> tuple[jnp.ndarray, jnp.nd
   return jnp.argmax(fractions, axis=-1), fractions
 
 
-def colorize_experts(fractions: np.ndarray) -> np.ndarray:
-  """[..., E] expert shares -> [..., 3] colour, the share-weighted mix of expert colours.
+def colorize_experts(fractions: np.ndarray, mode: str = "top1") -> np.ndarray:
+  """[..., E] expert shares -> [..., 3] colours.
 
-  A pixel whose samples all pick one expert shows that expert's pure colour.
+  Args:
+    fractions: [..., E] share of each pixel's samples routed to each expert.
+    mode: "top1": the colour of the expert with the largest share (the first of equal
+      shares), ``PALETTE[e % 8]``; "blend": the share-weighted mix of expert colours.
+      Either way a pixel whose samples all pick one expert shows that expert's colour.
   """
   fractions = np.asarray(fractions, np.float32)
   colours = PALETTE[np.arange(fractions.shape[-1]) % len(PALETTE)]
-  return fractions @ colours
+  if mode == "top1":
+    return colours[np.argmax(fractions, axis=-1)]
+  if mode == "blend":
+    return fractions @ colours
+  raise ValueError(f"mode must be 'top1' or 'blend', got {mode!r}")

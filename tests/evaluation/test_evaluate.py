@@ -2,6 +2,7 @@
 its numbers match the images it wrote; the nearest-source-view baseline."""
 
 import json
+import os
 
 import imageio.v3 as iio
 import jax
@@ -12,6 +13,7 @@ from movenerf import eval as eval_main
 from movenerf import sharding
 from movenerf import train as train_main
 from movenerf.data import pipeline, procedural, views
+from movenerf.data import sources as train_data
 from movenerf.evaluation import evaluate as evaluation
 from movenerf.image import metrics
 from movenerf.training import checkpoint, optim
@@ -21,7 +23,7 @@ from tests.helpers import small_config
 SIZE = 16
 
 
-def test_eval_writes_every_promised_file(tmp_path):
+def test_eval_writes_every_promised_file(tmp_path, monkeypatch):
   c = small_config(move=True)
   c.eval.update(max_views_per_scene=2, video_frames=3, video_fps=4)
   model = train_main.build_model(c)
@@ -37,6 +39,22 @@ def test_eval_writes_every_promised_file(tmp_path):
   model2, loaded = eval_main.load_model(c, str(run))
   jax.tree.map(np.testing.assert_array_equal, loaded, params)
 
+  # The depth scales the PNGs and the video are coloured with.
+  scales = {"png": [], "video": []}
+  panels, render_video = evaluation.panels, evaluation.video.render_video
+
+  def spy_panels(out, ex, depth_range=None):
+    scales["png"].append(depth_range)
+    return panels(out, ex, depth_range)
+
+  def spy_video(*args, **kwargs):
+    scales["video"].append(kwargs["depth_range"])
+    return render_video(*args, **kwargs)
+
+  monkeypatch.setattr(evaluation, "panels", spy_panels)
+  monkeypatch.setattr(evaluation.video, "render_video", spy_video)
+  monkeypatch.setattr(os, "umask", os.umask)  # restored however the test ends
+  os.umask(0o022)
   out = tmp_path / "eval"
   summary = evaluation.run_eval(c, model2, loaded, str(out), verbose=False)
   scene = "procedural_object_001000"
@@ -44,8 +62,16 @@ def test_eval_writes_every_promised_file(tmp_path):
   stems = sorted({p.name.split("_")[0] for p in folder.iterdir()})
   assert stems == ["000", "008"]  # the two held-out views (every 8th)
   for stem in stems:
-    for kind in ("pred", "gt", "depth", "experts"):
-      assert (folder / f"{stem}_{kind}.png").is_file(), (stem, kind)
+    for kind in ("pred", "gt", "depth", "experts", "sheet"):
+      path = folder / f"{stem}_{kind}.png"
+      assert (os.stat(path).st_mode & 0o777) == 0o644, (stem, kind)
+    sheet = np.asarray(Image.open(folder / f"{stem}_sheet.png"))
+    assert sheet.shape[0] > 256 and sheet.shape[1] > 5 * 256  # gt, pred, error, depth, experts
+  assert (os.stat(out / "video.mp4").st_mode & 0o777) == 0o644
+  # One scale for the scene: every PNG and the video, the scene's camera bounds.
+  source = train_data.make_source("unseen", c.data.eval["unseen"])
+  scene_scale = evaluation.scene_depth_range(source, scene)
+  assert scales["png"] == [scene_scale] * 2 and scales["video"] == [scene_scale]
   assert (out / "metrics.txt").read_text().splitlines()[0].split()[-3:] == ["PSNR", "SSIM",
                                                                            "LPIPS"]
   data = json.loads((out / "metrics.json").read_text())

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from movenerf.data import procedural
-from movenerf.evaluation import video
+from movenerf.evaluation import evaluate, video, visualize
 from movenerf.geometry import camera_paths
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
@@ -134,14 +134,82 @@ def test_side_by_side():
     video.side_by_side(rgb, depth[:, :3], 2.0, 6.0)
 
 
-def test_depth_scale_ignores_outliers():
-  depths = np.full((3, 10, 10), 4.0)
-  depths[0, :5] = np.linspace(3.0, 5.0, 50).reshape(5, 10)
-  depths[1, 0, 0] = 1e6
-  depths[2, 0, 0] = np.nan
-  lo, hi = video.depth_scale(depths)
-  assert 3.0 <= lo < 4.0 < hi <= 5.0
-  assert video.depth_scale(np.full((2, 3), 4.0)) == (3.5, 4.5)
+def test_side_by_side_paints_no_surface_grey():
+  rgb = np.zeros((2, 3, 3), np.float32)
+  depth = np.array([[np.nan, 2.0, np.inf], [4.0, 6.0, 3.0]])
+  out = video.side_by_side(rgb, depth, 2.0, 6.0)
+  grey = visualize.to_uint8(visualize.NO_SURFACE)
+  np.testing.assert_array_equal(out[0, 3], grey)
+  np.testing.assert_array_equal(out[0, 5], grey)
+  np.testing.assert_array_equal(out[0, 4], visualize.to_uint8(visualize._ANCHORS[0]))
+  np.testing.assert_array_equal(out[1, 4], visualize.to_uint8(visualize._ANCHORS[-1]))
+
+
+def test_write_video_mode_matches_png(tmp_path):
+  old = os.umask(0o022)
+  try:
+    path = tmp_path / "v.mp4"
+    video.write_video(_smooth_frames(2, 8, 8), str(path), fps=4)
+    visualize.save_png(str(tmp_path / "p.png"), np.zeros((2, 2, 3)))
+    assert (os.stat(path).st_mode & 0o777) == 0o644
+    assert (os.stat(tmp_path / "p.png").st_mode & 0o777) == 0o644
+    os.umask(0o027)  # a stricter umask applies to both alike
+    video.write_video(_smooth_frames(2, 8, 8), str(path), fps=4)
+    visualize.save_png(str(tmp_path / "p.png"), np.zeros((2, 2, 3)))
+    assert (os.stat(path).st_mode & 0o777) == 0o640
+    assert (os.stat(tmp_path / "p.png").st_mode & 0o777) == 0o640
+  finally:
+    os.umask(old)
+
+
+class _FlatDepthFamily:
+  """A stand-in model family whose renderer returns grey RGB and a fixed depth map."""
+
+  def __init__(self, depth):
+    self.depth = np.asarray(depth, np.float32)
+
+  def renderer(self, variables, sources, near, far, chunk_size):
+    del variables, sources, near, far, chunk_size
+    return lambda cams: {"rgb": np.full((self.depth.size, 3), 0.5, np.float32),
+                         "depth": self.depth.reshape(-1)}
+
+
+def test_video_depth_uses_the_scale_of_the_evaluation_pngs(tmp_path, monkeypatch):
+  h = w = 4
+  depth = np.array([[2.0, 3.0, 4.0, 5.0], [6.0, 7.0, 1.0, np.nan]] * 2, np.float32)
+  frames = []
+
+  def capture(frames_iter, path, fps=24, crf=18):
+    frames.extend(frames_iter)
+    return path
+
+  monkeypatch.setattr(video, "write_video", capture)
+  path_c2w = np.tile(np.eye(4, dtype=np.float32), (2, 1, 1))
+  video.render_video(_FlatDepthFamily(depth), {}, None, np.eye(3), path_c2w, h, w, 2.0, 6.0,
+                     64, str(tmp_path / "v.mp4"), progress=False)
+  assert len(frames) == 2
+  # The evaluation PNG of the same depth and near / far (the predicted-depth panel).
+  ex = {"tgt_image": np.zeros((h, w, 3), np.uint8), "near": np.float32(2.0),
+        "far": np.float32(6.0)}
+  png = visualize.to_uint8(evaluate.panels({"rgb": np.zeros((h, w, 3)), "depth": depth},
+                                           ex)["depth"])
+  scale = -(-visualize.MIN_HEIGHT // h)
+  # Under the label, inside the frame.
+  top = visualize.text("predicted depth").shape[0] + visualize.GAP // 2 + visualize.FRAME
+  x = visualize.FRAME
+  panel = png[top:top + h * scale, x:x + w * scale]
+  np.testing.assert_array_equal(panel, visualize.magnify(panel[::scale, ::scale], scale))
+  panel = panel[::scale, ::scale]
+  expected = visualize.to_uint8(visualize.colorize(depth, *visualize.depth_range(2.0, 6.0)))
+  np.testing.assert_array_equal(panel, expected)
+  for frame in frames:
+    np.testing.assert_array_equal(frame[:, w:], expected)
+  # An explicit scale (evaluation passes the scene's) is used as given.
+  frames.clear()
+  video.render_video(_FlatDepthFamily(depth), {}, None, np.eye(3), path_c2w, h, w, 2.0, 6.0,
+                     64, str(tmp_path / "v.mp4"), progress=False, depth_range=(1.0, 7.0))
+  np.testing.assert_array_equal(frames[0][:, w:],
+                                visualize.to_uint8(visualize.colorize(depth, 1.0, 7.0)))
 
 
 # ---------------------------------------------------------------------------- render
