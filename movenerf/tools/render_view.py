@@ -1,12 +1,18 @@
-r"""Renders one held-out view of a generated scene (``config.render_view``) with GNT.
+r"""Renders one held-out view of a generated scene with GNT or GNT-MoVE.
 
   python -m movenerf.tools.render_view --config experiments/gnt.py:tiny --workdir runs/view
   python -m movenerf.tools.render_view --config experiments/gnt.py:tiny --workdir runs/view \
       --config.init_from=runs/demo          # a trained movenerf run
 
-Weights: ``--config.checkpoint`` (official GNT ``.pth`` / converted ``.npz``), else
+The scene and view come from the config's ``render_view`` section (GNT and GNT-MoVE
+configs): ``kind`` (``object`` or ``forward``), ``scene_seed``, ``image_size`` (pixels
+per side) and ``target_view`` (the rendered view; the others are source views,
+``data.example.num_source_views`` of them); ``render.chunk_size`` rays are rendered at a
+time. Weights: ``--config.checkpoint`` (official GNT ``.pth`` / converted ``.npz``), else
 ``--config.init_from`` (a movenerf training run), else random initialisation (a render
-that shows the pipeline, not a trained result). Writes to the workdir:
+that shows the pipeline, not a trained result). A weights file that is not one, or a
+bad option, is one line naming it (exit status 2) before anything is written. Writes to
+the workdir:
   render.png   prediction | ground truth
   depth.png    predicted depth | ground-truth depth (same colour scale)
   sources.png  the source views
@@ -16,15 +22,18 @@ that shows the pipeline, not a trained result). Writes to the workdir:
 
 from __future__ import annotations
 
+import io
+import os
 import time
+import zipfile
 
-from absl import app, flags
+from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from movenerf import storage
+from movenerf import cli, storage
 from movenerf.evaluation import visualize
 from movenerf.image import metrics
 from movenerf.moe import expert_map
@@ -35,10 +44,102 @@ from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.models.gnt.official_checkpoint import load_official_checkpoint
 from movenerf.models.gnt.render import encode_sources, render_image
 from movenerf.training import checkpoint
+from movenerf.validation import UsageError
 
 _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt.py:tiny",
                                           "experiment config file:variant", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
+
+
+NOT_WEIGHTS = "not a movenerf/official GNT weights file"
+
+
+def _read_head(path: str, size: int) -> bytes:
+  with storage.path(path).open("rb") as f:
+    return f.read(size)
+
+
+def check_weights_file(path: str) -> None:
+  """Raises UsageError (one line naming ``path``) unless ``path`` looks like GNT weights:
+  an ``.npz`` of plain arrays with ``net_coarse/*`` entries, or a PyTorch ``.pth``
+  archive. Reads only archive directories and array headers (nothing is unpickled)."""
+  if not storage.is_file(path):
+    raise UsageError(f"checkpoint={path!r}: no such file")
+  name = os.fspath(path)
+  if name.endswith(".npz"):
+    data = storage.read_bytes(name) if storage.is_remote(name) else None
+    source = io.BytesIO(data) if data is not None else name
+    if not zipfile.is_zipfile(source):
+      raise UsageError(f"{NOT_WEIGHTS}: {name} (not an .npz archive)")
+    with zipfile.ZipFile(source) as z:
+      keys = []
+      for member in z.namelist():
+        if not member.endswith(".npy"):
+          raise UsageError(f"{NOT_WEIGHTS}: {name} (holds {member!r}, not an array)")
+        try:
+          with z.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            _, _, dtype = read_header(f)
+        except Exception as e:  # pylint: disable=broad-except
+          raise UsageError(f"{NOT_WEIGHTS}: {name} ({member!r} is not a NumPy array: "
+                           f"{e})") from None
+        if dtype.hasobject:
+          raise UsageError(f"{NOT_WEIGHTS}: {name} ({member!r} holds Python objects, "
+                           "not numbers)")
+        keys.append(member[:-len(".npy")])
+    if not any(k.startswith("net_coarse/") for k in keys):
+      raise UsageError(f"{NOT_WEIGHTS}: {name} (no 'net_coarse/*' arrays)")
+  elif name.endswith((".pth", ".pt")):
+    head = _read_head(name, 8)
+    if head.startswith(b"PK"):  # PyTorch >= 1.6: a zip archive holding data.pkl
+      data = storage.read_bytes(name) if storage.is_remote(name) else None
+      with zipfile.ZipFile(io.BytesIO(data) if data is not None else name) as z:
+        if not any(m.endswith("data.pkl") for m in z.namelist()):
+          raise UsageError(f"{NOT_WEIGHTS}: {name} (a zip archive, not a PyTorch one)")
+    elif not head.startswith(b"\x80"):  # the older format: a pickle (protocol >= 2)
+      raise UsageError(f"{NOT_WEIGHTS}: {name} (not a PyTorch file)")
+  else:
+    raise UsageError(f"checkpoint={name!r}: want official GNT weights (.pth) or their "
+                     ".npz conversion")
+
+
+def load_weights(path: str, **sampling) -> tuple[GNTConfig, dict]:
+  """Official GNT weights (``.pth`` / ``.npz``) as (config, variables); a file that is
+  not one is a UsageError naming ``path``."""
+  check_weights_file(path)
+  try:
+    return load_official_checkpoint(path, **sampling)
+  except ImportError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    reason = " ".join(str(e).split())
+    if "pickle" in reason:  # numpy's and torch's advice to unpickle: never follow it
+      reason = "it does not load as plain arrays"
+    raise UsageError(f"{NOT_WEIGHTS}: {path} ({reason})") from e
+
+
+def check_options(config) -> None:
+  """Raises UsageError naming the first ``render_view`` option that cannot work."""
+  if "render_view" not in config:
+    raise UsageError("render_view renders GNT and GNT-MoVE configs; this config has no "
+                     "render_view section")
+  num_source_views = config.data.example.num_source_views
+  if num_source_views < 1:
+    raise UsageError(f"data.example.num_source_views={num_source_views}: must be >= 1")
+  view = config.render_view
+  if view.kind not in procedural.KINDS:
+    raise UsageError(f"render_view.kind={view.kind!r}: choose from "
+                     f"{', '.join(map(repr, procedural.KINDS))}")
+  if view.image_size < 1:
+    raise UsageError(f"render_view.image_size={view.image_size}: must be >= 1")
+  if not 0 <= view.target_view <= num_source_views:
+    raise UsageError(f"render_view.target_view={view.target_view}: the scene has "
+                     f"{num_source_views + 1} views (data.example.num_source_views + 1), "
+                     f"choose 0..{num_source_views}")
+  if config.render.chunk_size < 1:
+    raise UsageError(f"render.chunk_size={config.render.chunk_size}: must be >= 1")
 
 
 def build_model(config) -> tuple[GNTModel, dict]:
@@ -47,7 +148,7 @@ def build_model(config) -> tuple[GNTModel, dict]:
   if config.checkpoint:
     sampling = {k: getattr(model_cfg, k) for k in
                 ("num_samples", "num_importance", "inverse_depth", "dtype", "feature_dtype")}
-    model_cfg, variables = load_official_checkpoint(config.checkpoint, **sampling)
+    model_cfg, variables = load_weights(config.checkpoint, **sampling)
     return GNTModel(model_cfg), variables
   model = GNTModel(model_cfg)
   if config.init_from:
@@ -57,11 +158,15 @@ def build_model(config) -> tuple[GNTModel, dict]:
 
 
 def run(config, workdir: str) -> dict:
-  """Generates the scene, renders the target view, writes images and metrics."""
+  """Generates the scene, renders the target view, writes images and metrics.
+
+  Raises:
+    UsageError: a bad option or weights file (before anything is written).
+  """
+  check_options(config)
+  model, variables = build_model(config)
   data = config.render_view
   num_source_views = config.data.example.num_source_views
-  if num_source_views < 1:
-    raise ValueError("data.example.num_source_views must be >= 1")
   size = data.image_size
   t0 = time.perf_counter()
   scene = procedural.make_scene(data.scene_seed, data.kind, num_source_views + 1, size, size)
@@ -73,7 +178,6 @@ def run(config, workdir: str) -> dict:
   sources = SourceViews(jnp.asarray(scene.images[src], jnp.float32) / 255.0, cams(src))
   target = cams(data.target_view)
 
-  model, variables = build_model(config)
   print(f"scene {scene.scene_id}: {len(src)} source views of {size}x{size}, "
         f"depth range [{scene.near:.2f}, {scene.far:.2f}]; model {model.config}")
   # Compile once on one chunk so that the timing below is the steady-state rate.
@@ -122,4 +226,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main, "movenerf.tools.render_view")

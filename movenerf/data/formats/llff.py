@@ -36,6 +36,14 @@ def llff_to_opencv(poses: np.ndarray) -> np.ndarray:
   return out
 
 
+def check_llffhold(llffhold: int) -> None:
+  """Raises ValueError unless ``llffhold`` is a hold-out period (>= 1) or 0 (no test
+  views)."""
+  if isinstance(llffhold, bool) or int(llffhold) != llffhold or llffhold < 0:
+    raise ValueError(f"llffhold={llffhold!r}: give N >= 1 (every N-th view is a test "
+                     "view) or 0 (no test views)")
+
+
 def read_llff(scene_dir, factor: int = 8, split_fn: Callable[[int], np.ndarray] | None = None,
               llffhold: int = 8) -> record.SceneRecord:
   """Reads an LLFF-layout scene: ``poses_bounds.npy`` + ``images_{factor}/``.
@@ -52,11 +60,14 @@ def read_llff(scene_dir, factor: int = 8, split_fn: Callable[[int], np.ndarray] 
     factor: downscale factor naming the image folder (``images_{factor}``; 1 -> ``images``).
     split_fn: optional ``n -> [n] str array`` assigning splits; default is the usual LLFF
       hold-out: every ``llffhold``-th view is "test", the rest "train".
-    llffhold: hold-out period for the default split (<= 0: all views "train").
+    llffhold: hold-out period for the default split (0: all views "train").
 
   Returns:
     SceneRecord with views in file-name order.
+  Raises:
+    ValueError: ``llffhold`` < 0 (named), or malformed input (naming the file).
   """
+  check_llffhold(llffhold)
   scene_dir = record.check_scene_dir(scene_dir)
   pb_path = scene_dir / "poses_bounds.npy"
   if not pb_path.is_file():
@@ -99,7 +110,7 @@ def read_llff(scene_dir, factor: int = 8, split_fn: Callable[[int], np.ndarray] 
   else:
     split = np.full([n], "train", dtype="<U5")
     if llffhold > 0:
-      split[::llffhold] = "test"
+      split[::int(llffhold)] = "test"
 
   rec = record.SceneRecord(
       scene_id=scene_dir.name,

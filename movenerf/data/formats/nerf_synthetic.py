@@ -36,7 +36,9 @@ def read_nerf_synthetic(scene_dir, splits: Sequence[str] = record.SPLIT_NAMES,
   Args:
     scene_dir: folder with ``transforms_{split}.json`` and the PNGs.
     splits: splits to read, in order; a split whose json is missing is skipped with a warning.
-    white_background: composite RGBA onto white (True) or black (False).
+    white_background: composite RGBA onto white (True) or black (False). An image
+      without alpha in a scene of RGBA images keeps its own background; a warning names
+      it (one line per scene).
     downsample: positive integer; images are averaged over downsample x downsample
       blocks (:func:`movenerf.data.images.downscale_image`) and intrinsics scaled with
       :func:`movenerf.geometry.cameras.scale_intrinsics`.
@@ -51,6 +53,7 @@ def read_nerf_synthetic(scene_dir, splits: Sequence[str] = record.SPLIT_NAMES,
   background = 1.0 if white_background else 0.0
 
   rgbs, paths, ks, c2ws, split_names = [], [], [], [], []
+  no_alpha, with_alpha = [], 0
   for split in splits:
     meta_path = scene_dir / f"transforms_{split}.json"
     if not meta_path.is_file():
@@ -76,6 +79,10 @@ def read_nerf_synthetic(scene_dir, splits: Sequence[str] = record.SPLIT_NAMES,
       if not path.is_file():
         raise FileNotFoundError(f"{meta_path}: frame {j} references missing image {path}")
       arr = record.load_image(path)
+      if arr.shape[2] == 4:
+        with_alpha += 1
+      else:
+        no_alpha.append(path)
       h, w = arr.shape[:2]
       if downsample > 1:
         if h % downsample or w % downsample:
@@ -99,6 +106,11 @@ def read_nerf_synthetic(scene_dir, splits: Sequence[str] = record.SPLIT_NAMES,
 
   if not rgbs:
     raise ValueError(f"empty scene: no frames found in {scene_dir} for splits {tuple(splits)}")
+  if with_alpha and no_alpha:
+    more = f" ({len(no_alpha) - 1} more such images)" if len(no_alpha) > 1 else ""
+    logging.warning("nerf_synthetic: %s has no alpha channel, unlike %d other images of the "
+                    "scene: it keeps its own background, not the %s one%s", no_alpha[0],
+                    with_alpha, "white" if white_background else "black", more)
   n = len(rgbs)
   rec = record.SceneRecord(
       scene_id=scene_dir.name,

@@ -99,8 +99,8 @@ def parse_options(fmt: str, options: Mapping[str, Any]) -> dict:
     Every option of ``fmt``: the defaults, overridden by ``options``.
 
   Raises:
-    ValueError: unknown format, an unknown option (named), or a string that does not
-      convert to the default's type.
+    ValueError: unknown format, an unknown option (named), a string that does not
+      convert to the default's type, or an ``llffhold`` < 0.
   """
   check_format(fmt)
   defaults = dict(GENERATED_OPTIONS if fmt == GENERATED else FORMATS[fmt].options)
@@ -111,7 +111,23 @@ def parse_options(fmt: str, options: Mapping[str, Any]) -> dict:
   out = dict(defaults)
   for k, v in options.items():
     out[k] = _coerce(k, v, defaults[k])
+  if "llffhold" in out:
+    try:
+      llff.check_llffhold(out["llffhold"])
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"option {e}") from None
   return out
+
+
+def no_test_split(fmt: str, options: Mapping[str, Any]) -> Optional[str]:
+  """One line saying that ``options`` hold out no test views although ``fmt`` holds
+  some out by default (``llffhold=0`` for llff or dtu); None otherwise."""
+  if fmt in FORMATS and options.get("llffhold") == 0 and FORMATS[fmt].options.get(
+      "llffhold", 0) > 0:
+    return (f"{fmt}: option llffhold=0 holds out no test views (every view is a train "
+            f"view; the default llffhold={FORMATS[fmt].options['llffhold']} makes every "
+            f"{FORMATS[fmt].options['llffhold']}th view a test view)")
+  return None
 
 
 def _coerce(key: str, value, default):

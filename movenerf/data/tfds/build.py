@@ -13,7 +13,15 @@ Usage::
 ``OUT`` and is moved into place only when it succeeded: bad input (a missing or truncated
 image, a pose array of the wrong shape, NaN poses, mixed image sizes, near >= far, no
 scenes) exits with status 1 and a message naming the file, and leaves nothing behind.
-Exit status 2 is a usage error (unknown format or option).
+Exit status 2 is a usage error (unknown format or option, ``llffhold`` < 0).
+
+A build that was killed leaves its temporary folder (``OUT/.build-*``, or ``OUT/.old-*``
+while an ``--overwrite`` swaps versions); the next build in ``OUT`` removes it, with one
+line each. A temporary folder holds an ``owner`` file (host, process id): it is removed
+when that process no longer runs on this host, or, written on another host (a shared
+filesystem), when nothing in it changed for :data:`STALE_AFTER_S` seconds; a folder
+without the file when it is older than :data:`NO_OWNER_STALE_AFTER_S` seconds. A live
+build's folder is never removed.
 
 ``--out`` may be an object-store URL (``s3://bucket/tfds``, ``gs://bucket/tfds``): it is
 checked for writing before anything is built (a missing bucket or denied credentials exit
@@ -28,8 +36,10 @@ import argparse
 import logging
 import os
 import shutil
+import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -39,6 +49,14 @@ from movenerf import storage
 from movenerf.data import views
 from movenerf.data.formats import registry
 from movenerf.data.tfds import builders
+
+
+# A partial build written on another host is stale when nothing in it changed for a day.
+STALE_AFTER_S = 24 * 3600
+# A partial build without an owner file (its process died right after creating it).
+NO_OWNER_STALE_AFTER_S = 3600
+OWNER_FILE = "owner"
+_PARTIAL_PREFIXES = (".build-", ".old-")
 
 
 def summarize(path) -> str:
@@ -95,7 +113,8 @@ def _build_local(fmt: str, out: Path, src, scenes, opts: dict, overwrite: bool) 
     raise FileExistsError(f"{final} already exists; pass --overwrite to rebuild it")
   created_out = not out.exists()
   out.mkdir(parents=True, exist_ok=True)
-  tmp = Path(tempfile.mkdtemp(prefix=".build-", dir=out))
+  remove_stale_partial_builds(out)
+  tmp = _partial_dir(".build-", out)
   try:
     builder = builders.MultiViewBuilder(fmt, src=src, scenes=scenes, options=opts,
                                         data_dir=str(tmp))
@@ -103,7 +122,7 @@ def _build_local(fmt: str, out: Path, src, scenes, opts: dict, overwrite: bool) 
     built = Path(str(builder.data_dir))
     final.parent.mkdir(parents=True, exist_ok=True)
     if final.exists():
-      old = Path(tempfile.mkdtemp(prefix=".old-", dir=out))
+      old = _partial_dir(".old-", out)
       os.replace(final, old / "d")
       os.replace(built, final)
       shutil.rmtree(old)
@@ -117,6 +136,73 @@ def _build_local(fmt: str, out: Path, src, scenes, opts: dict, overwrite: bool) 
   finally:
     shutil.rmtree(tmp, ignore_errors=True)
   return final
+
+
+def _partial_dir(prefix: str, out: Path) -> Path:
+  """A new temporary folder ``out/<prefix>*`` that names this process as its owner."""
+  tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=out))
+  (tmp / OWNER_FILE).write_text(f"{socket.gethostname()} {os.getpid()}\n")
+  return tmp
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # another user's process
+    return True
+  return True
+
+
+def _newest_mtime(folder: Path) -> float:
+  newest = folder.stat().st_mtime
+  for root, dirs, files in os.walk(folder):
+    for name in dirs + files:
+      try:
+        newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+      except OSError:
+        pass
+  return newest
+
+
+def _stale_reason(folder: Path, now: float) -> Optional[str]:
+  """Why ``folder`` (a partial build) is left over from a build that no longer runs;
+  None while its build may still be running."""
+  try:
+    host, pid = (folder / OWNER_FILE).read_text().split()
+    pid = int(pid)
+  except FileNotFoundError:
+    age = now - _newest_mtime(folder)
+    return (f"no owner file, unchanged for {age / 60:.0f} min"
+            if age > NO_OWNER_STALE_AFTER_S else None)
+  except (OSError, ValueError):
+    host, pid = "", -1  # an unreadable owner file: judged by age below
+  if host == socket.gethostname() and pid > 0:
+    return None if _alive(pid) else f"process {pid} that wrote it is gone"
+  age = now - _newest_mtime(folder)
+  return (f"written by process {pid} on {host or 'an unknown host'}, unchanged for "
+          f"{age / 3600:.0f} h" if age > STALE_AFTER_S else None)
+
+
+def remove_stale_partial_builds(out: Path) -> list[Path]:
+  """Removes the temporary folders (``.build-*``, ``.old-*``) that killed builds left in
+  ``out``, logging one line each; keeps those of builds that may still run (see the
+  module docstring). Returns the removed folders."""
+  removed, now = [], time.time()
+  for folder in sorted(Path(out).iterdir()):
+    if not folder.name.startswith(_PARTIAL_PREFIXES) or not folder.is_dir():
+      continue
+    try:
+      reason = _stale_reason(folder, now)
+    except OSError:  # removed meanwhile by its own build
+      continue
+    if reason is None:
+      continue
+    logging.warning("removing %s, left by a build that did not finish (%s)", folder, reason)
+    shutil.rmtree(folder, ignore_errors=True)
+    removed.append(folder)
+  return removed
 
 
 def _build_remote(fmt: str, out: str, src, scenes, opts: dict, overwrite: bool) -> str:

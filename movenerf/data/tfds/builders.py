@@ -142,6 +142,9 @@ class MultiViewBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not items:
       raise ValueError(f"empty scene list: {self.fmt} options {self.reader_options} "
                        "select no scenes")
+    no_test = registry.no_test_split(self.fmt, self.reader_options)
+    if no_test:
+      logging.warning(no_test)
     tables: dict[str, list] = {s: [] for s in record.SPLIT_NAMES}
     kept, kept_bytes, ids = {}, 0, {}
     for i, item in enumerate(items):
@@ -165,8 +168,9 @@ class MultiViewBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     gens = {}
     for split, scenes in tables.items():
       if not scenes:
-        logging.warning("%s: no scene has %s views; skipping the %s split", self.fmt, split,
-                        split)
+        if not (no_test and split == "test"):  # the llffhold line said so
+          logging.warning("%s: no scene has %s views; skipping the %s split", self.fmt,
+                          split, split)
         continue
       start, entries = 0, []
       for cams in scenes:

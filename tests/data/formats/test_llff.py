@@ -165,3 +165,16 @@ def test_dtu_bad_mask(tmp_path, real):
   mask.unlink()
   with pytest.raises(ValueError, match=r"48 masks but 49 images"):
     llff.read_dtu(scene)
+
+
+def test_llffhold_zero_is_all_train_and_negative_is_an_error(tmp_path):
+  scene = tmp_path / "scene"
+  for i in range(3):
+    helpers.write_png(scene / "images_8" / f"{i:03d}.png", (8, 8, 3))
+  _dummy_poses(scene, 3)
+  assert llff.read_llff(scene).split.tolist() == ["test", "train", "train"]
+  assert llff.read_llff(scene, llffhold=0).split.tolist() == ["train"] * 3
+  for bad in (-1, 2.5):
+    with pytest.raises(ValueError, match=rf"^llffhold={bad}: give N >= 1 \(every N-th view "
+                       r"is a test view\) or 0 \(no test views\)$"):
+      llff.read_llff(scene, llffhold=bad)

@@ -159,3 +159,31 @@ def test_blender_empty(tmp_path):
     nerf_synthetic.read_nerf_synthetic(scene)
   with pytest.raises(ValueError, match=r"empty scene"):
     nerf_synthetic.read_nerf_synthetic(tmp_path / "blend", splits=("val",))
+
+
+def test_blender_image_without_alpha_warns_naming_it(tmp_path, caplog):
+  scene = _blender_fixture(tmp_path, n=3)
+  (scene / "train" / "r_2.png").unlink()
+  helpers.write_png(scene / "train" / "r_2.jpg", (8, 8, 3))
+  _rewrite_json(scene, lambda m: m["frames"][2].update(file_path="./train/r_2.jpg"))
+  with caplog.at_level(logging.WARNING):
+    rec = nerf_synthetic.read_nerf_synthetic(scene, splits=("train",),
+                                             white_background=False)
+  assert rec.images.shape == (3, 8, 8, 3)
+  lines = [r.getMessage() for r in caplog.records]
+  assert lines == [f"nerf_synthetic: {scene / 'train' / 'r_2.jpg'} has no alpha channel, "
+                   "unlike 2 other images of the scene: it keeps its own background, not "
+                   "the black one"]
+
+
+def test_blender_all_without_alpha_is_quiet(tmp_path, caplog):
+  scene = tmp_path / "blend"
+  for i in range(2):
+    helpers.write_png(scene / "train" / f"r_{i}.png", (8, 8, 3))
+  c2w = np.eye(4)
+  c2w[2, 3] = 4.0
+  (scene / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.7, "frames": [
+      {"file_path": f"./train/r_{i}", "transform_matrix": c2w.tolist()} for i in range(2)]}))
+  with caplog.at_level(logging.WARNING):
+    nerf_synthetic.read_nerf_synthetic(scene, splits=("train",))
+  assert not caplog.records

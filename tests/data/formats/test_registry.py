@@ -83,3 +83,18 @@ def test_find_scenes(tmp_path):
   clip = tmp_path / "re" / "frames" / "clip"
   helpers.write_png(clip / "0001.png")
   assert registry.find_scenes(registry.FORMATS["realestate10k"], tmp_path / "re") == [clip]
+
+
+def test_llffhold_options():
+  with pytest.raises(ValueError, match=r"^option llffhold=-1: give N >= 1"):
+    registry.parse_options("llff", {"llffhold": "-1"})
+  with pytest.raises(ValueError, match=r"^option llffhold=-2: give N >= 1"):
+    registry.parse_options("ibrnet_collected", {"llffhold": -2})
+  for fmt in ("llff", "dtu"):
+    assert registry.no_test_split(fmt, registry.parse_options(fmt, {})) is None
+    line = registry.no_test_split(fmt, registry.parse_options(fmt, {"llffhold": "0"}))
+    assert line.startswith(f"{fmt}: option llffhold=0 holds out no test views")
+  # The IBRNet training collection holds out nothing by default: no line.
+  assert registry.no_test_split("ibrnet_collected",
+                                registry.parse_options("ibrnet_collected", {})) is None
+  assert registry.no_test_split("nerf_synthetic", {}) is None

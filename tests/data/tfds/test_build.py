@@ -2,12 +2,19 @@
 dataset and reading it back, and bad input failing cleanly with nothing half-written."""
 
 import json
+import logging
+import os
 import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from movenerf.data import procedural, views
 from movenerf.data.tfds import build
@@ -151,3 +158,126 @@ def test_empty_scene_list_and_usage_errors(tmp_path, capsys):
                      "factor=four"]) == 2
   assert "expected a int" in capsys.readouterr().err
   assert not out.exists()
+
+
+# ----------------------------------------------------------------------------- hygiene
+
+
+_GENERATED = ["--format", "generated", "--option", "num_scenes=1", "--option", "num_views=3",
+              "--option", "height=8", "--option", "width=8"]
+
+
+def _dead_pid():
+  proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True)
+  return int(proc.stdout)
+
+
+def _partial(out, name, owner=None, age_s=0.0):
+  folder = out / name
+  (folder / "generated").mkdir(parents=True)
+  (folder / "generated" / "part.tfrecord").write_bytes(b"half")
+  if owner is not None:
+    (folder / build.OWNER_FILE).write_text(owner)
+  if age_s:
+    then = time.time() - age_s
+    for p in [folder] + list(folder.rglob("*")):
+      os.utime(p, (then, then))
+  return folder
+
+
+def test_build_removes_stale_partial_builds_only(tmp_path, capsys, caplog):
+  out = tmp_path / "out"
+  out.mkdir()
+  here = socket.gethostname()
+  stale = {
+      ".build-killed": f"{here} {_dead_pid()}\n",
+      ".old-killed": f"{here} {_dead_pid()}\n",
+      ".build-elsewhere-old": ("other-host 123\n", 2 * build.STALE_AFTER_S),
+      ".build-no-owner-old": (None, 2 * build.NO_OWNER_STALE_AFTER_S),
+  }
+  live = {
+      ".build-live": f"{here} {os.getpid()}\n",
+      ".build-elsewhere-recent": ("other-host 123\n", 60),
+      ".build-no-owner-recent": (None, 60),
+  }
+  for name, spec in {**stale, **live}.items():
+    owner, age = spec if isinstance(spec, tuple) else (spec, 0.0)
+    _partial(out, name, owner, age)
+  (out / ".build-not-a-folder").write_text("a file")
+
+  with caplog.at_level(logging.WARNING):
+    assert build.main(_GENERATED + ["--out", str(out)]) == 0
+  capsys.readouterr()
+  left = sorted(p.name for p in out.iterdir())
+  assert left == sorted(list(live) + [".build-not-a-folder", "generated"])
+  lines = [r.getMessage() for r in caplog.records if "did not finish" in r.getMessage()]
+  assert len(lines) == len(stale)
+  for name in stale:
+    assert sum(f"{out / name}," in line for line in lines) == 1, lines
+  assert any("is gone" in line for line in lines)
+
+
+def test_build_leaves_no_partial_folder_and_owner_names_the_process(tmp_path, monkeypatch):
+  seen = []
+  real = build._partial_dir  # pylint: disable=protected-access
+
+  def spy(prefix, out):
+    folder = real(prefix, out)
+    seen.append((folder / build.OWNER_FILE).read_text().split())
+    return folder
+
+  monkeypatch.setattr(build, "_partial_dir", spy)
+  build.build("generated", tmp_path, options=dict(num_scenes=1, num_views=3, height=8,
+                                                   width=8))
+  assert seen == [[socket.gethostname(), str(os.getpid())]]
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["generated"]
+
+
+def _tiny_llff(root, n=3):
+  scene = root / "scene"
+  (scene / "images_8").mkdir(parents=True)
+  for i in range(n):
+    helpers.png(scene / "images_8" / f"{i:03d}.png", (8, 8, 3))
+  pb = np.zeros([n, 17])
+  pb[:, :15] = np.concatenate([np.eye(3), np.zeros([3, 1]), [[8], [8], [10]]], 1).reshape(15)
+  pb[:, 15:] = [1.0, 2.0]
+  np.save(scene / "poses_bounds.npy", pb)
+  return root
+
+
+def test_llffhold_without_test_views_warns_and_negative_is_a_usage_error(
+    tmp_path, capsys, caplog):
+  src = _tiny_llff(tmp_path / "src")
+  out = tmp_path / "out"
+  assert build.main(["--format", "llff", "--src", str(src), "--out", str(out), "--option",
+                     "llffhold=-1"]) == 2
+  err = capsys.readouterr().err
+  assert err == ("error: option llffhold=-1: give N >= 1 (every N-th view is a test view) "
+                 "or 0 (no test views)\n")
+  assert not out.exists()
+  with caplog.at_level(logging.WARNING):
+    assert build.main(["--format", "llff", "--src", str(src), "--out", str(out), "--option",
+                       "llffhold=0"]) == 0
+  assert "test " not in capsys.readouterr().out
+  lines = [r.getMessage() for r in caplog.records if "test" in r.getMessage()]
+  assert lines == ["llff: option llffhold=0 holds out no test views (every view is a train "
+                   "view; the default llffhold=8 makes every 8th view a test view)"]
+
+
+def test_blender_image_without_alpha_warns_once(tmp_path, capsys, caplog):
+  src = helpers.blender(tmp_path / "src", n=4)
+  scene = src / "blend"
+  for i in (1, 2):
+    (scene / "train" / f"r_{i}.png").unlink()
+    Image.fromarray(np.full((8, 8, 3), 30, np.uint8)).save(scene / "train" / f"r_{i}.jpg")
+  _edit_json(src, lambda m: [m["frames"][i].update(file_path=f"./train/r_{i}.jpg")
+                             for i in (1, 2)])
+  with caplog.at_level(logging.WARNING):
+    assert build.main(["--format", "nerf_synthetic", "--src", str(src), "--out",
+                       str(tmp_path / "out")]) == 0
+  capsys.readouterr()
+  lines = [r.getMessage() for r in caplog.records if "alpha" in r.getMessage()]
+  assert lines == [f"nerf_synthetic: {scene / 'train' / 'r_1.jpg'} has no alpha channel, "
+                   "unlike 2 other images of the scene: it keeps its own background, not "
+                   "the white one (1 more such images)"]
