@@ -1,24 +1,35 @@
 r"""Evaluates a trained model zero-shot on the held-out scenes of a config.
 
-  python -m movenerf.eval --config experiments/gnt_move.py:tiny --workdir runs/demo
-  python -m movenerf.eval --config experiments/gnt.py:paper --checkpoint model_720000.pth \
+  python -m movenerf.eval --workdir runs/demo
+  python -m movenerf.eval --workdir runs/demo --config.eval.max_views_per_scene=0
+  python -m movenerf.eval --config gnt:paper --checkpoint model_720000.pth \
       --out runs/official_eval
 
 ``--workdir`` takes the latest checkpoint of a training run; ``--checkpoint`` a run
 folder or an official GNT ``.pth`` / ``.npz``; either may be a URL (``gs://``, ``s3://``).
-Under ``movenerf.tools.launch`` (or with ``--config.train.distributed=true`` on every
-host) the views are split over the processes and process 0 writes the results. Writes per-view PNGs (prediction, ground
-truth, depth, expert map), ``metrics.json``, ``metrics.txt`` and (``eval.video_frames``)
-a video to ``--out`` (default ``WORKDIR/eval``) and prints PSNR / SSIM / LPIPS per scene.
-"""
+A run is evaluated with its own config (saved with its checkpoints), with the command
+line's ``--config.KEY=VALUE`` overrides; an explicit ``--config`` must describe the
+run's model (a difference is an error naming each parameter). Official weights take
+``--config`` (default ``gnt_move:tiny``) for the sampling and the data.
 
+Under ``movenerf.tools.launch`` (or with ``--config.train.distributed=true`` on every
+host) the views are split over the processes and process 0 writes the results. Writes
+per-view PNGs (prediction, ground truth, depth, expert map, a labelled comparison sheet),
+``metrics.json``, ``metrics.txt`` and (``eval.video_frames``) a video to ``--out``
+(default ``WORKDIR/eval``) and prints PSNR / SSIM / LPIPS per scene.
+"""
 from __future__ import annotations
 
-from absl import app, flags, logging
-import jax
-import numpy as np
-from ml_collections import config_flags
+import sys
+from typing import Optional
 
+from absl import flags, logging
+import jax
+import ml_collections
+import numpy as np
+
+from movenerf import cli, configs, validation
+from movenerf.data import spec as data_spec
 from movenerf.evaluation import evaluate as evaluation
 from movenerf.models import registry
 from movenerf.models.family import ModelFamily
@@ -27,20 +38,29 @@ from movenerf.models.gnt.family import GNTFamily
 from movenerf.models.gnt.model import GNTModel
 from movenerf import storage
 from movenerf.train import WEIGHT_FILE_SUFFIXES, distributed_options, initialize_distributed
-from movenerf.training import checkpoint
+from movenerf.training import checkpoint, config_checks
 
 _CONFIG = _WORKDIR = _CHECKPOINT = _OUT = None  # defined by _define_flags() when run as a program
+
+
+def run() -> None:
+  """The ``movenerf-eval`` console script: defines the flags and runs ``main`` with
+  one-line errors (exit status 2: usage, 1: run; ``--verbose``: with the traceback)."""
+  cli.run(main, "movenerf.eval", define=_define_flags,
+          check=lambda: cli.config_check(_CONFIG)())
 
 
 def _define_flags() -> None:
   """Flags exist only when this module is the program, so that importing it (tests, other
   tools) does not clash with other modules' --config / --workdir flags."""
   global _CONFIG, _WORKDIR, _CHECKPOINT, _OUT
-  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt_move.py:tiny",
-                                            "experiment config file:variant", lock_config=True)
+  _CONFIG = configs.define_config_flag("config", "gnt_move:tiny", lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "training run to evaluate")
   _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "run folder or official .pth/.npz")
   _OUT = flags.DEFINE_string("out", None, "output folder (default WORKDIR/eval)")
+  flags.DEFINE_string("eval_data", None, "evaluation datasets, replacing the config's "
+                      "data.eval: [NAME=]FORMAT[:PATH][[KEY=VALUE,...]] joined by '+' "
+                      "(movenerf.data.spec)")
 
 
 def load_model(config, source: str) -> tuple[ModelFamily, dict]:
@@ -56,26 +76,86 @@ def load_model(config, source: str) -> tuple[ModelFamily, dict]:
   return registry.build(config.model), jax.tree.map(np.asarray, params)
 
 
+def _overrides(argv: list[str], flag: str = "config") -> list[str]:
+  """The keys the command line sets with ``--config.KEY=VALUE`` (or ``--config.KEY
+  VALUE``)."""
+  prefix = f"--{flag}."
+  return [a[len(prefix):].split("=", 1)[0] for a in argv if a.startswith(prefix)]
+
+
+def run_config(given: ml_collections.ConfigDict, given_explicitly: bool,
+               stored: Optional[dict], overrides: list[str], source: str
+               ) -> ml_collections.ConfigDict:
+  """The config an evaluation of ``source`` uses.
+
+  The run's own (``stored``, saved with its checkpoints) by default, with the command
+  line's ``--config.KEY=VALUE`` overrides (their values parsed by ``given``); ``given``
+  when the source has none (official weights) or when ``--config`` is given explicitly,
+  in which case its model section must be the run's.
+
+  Raises:
+    UsageError: ``--config`` describes another model than the run's (the message names
+      every parameter that differs).
+  """
+  if stored is None:
+    return given
+  if given_explicitly:
+    changes = config_checks.config_changes(stored.get("model", {}), given.model, free=())
+    if changes:
+      raise validation.UsageError(
+          f"--config describes another model than the run {source}: "
+          f"{'; '.join('model.' + c for c in changes)} (run -> --config); leave out "
+          "--config to evaluate with the run's own config")
+    return given
+  config = ml_collections.ConfigDict(stored)
+  for key in overrides:
+    value = given
+    for part in key.split("."):
+      value = value[part]
+    parent = config
+    *path, last = key.split(".")
+    for part in path:
+      parent = parent[part]
+    parent[last] = value
+  config.lock()
+  return config
+
+
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise validation.UsageError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
   if not flags.FLAGS["verbosity"].present:  # orbax / jax INFO lines would drown the progress
     logging.set_verbosity(logging.WARNING)
   source = _CHECKPOINT.value or _WORKDIR.value
   if not source:
-    raise app.UsageError("give --workdir (a training run) or --checkpoint")
-  config = _CONFIG.value
+    raise validation.UsageError("give --workdir (a training run) or --checkpoint")
+  stored = None
+  if not source.endswith(WEIGHT_FILE_SUFFIXES):
+    try:
+      params, stored = checkpoint.restore_params(source)
+    except FileNotFoundError as e:
+      raise validation.UsageError(str(e)) from None
+  config = run_config(_CONFIG.value, flags.FLAGS["config"].present, stored or None,
+                      _overrides(sys.argv), source)
+  config = data_spec.apply(config, evaluate=flags.FLAGS.eval_data)
   out = _OUT.value or storage.join(_WORKDIR.value or ".", "eval")
   try:
     distributed_options(config.train)
     storage.check_writable(out)
-  except (ValueError, storage.StorageError) as e:  # one line, no traceback
-    raise SystemExit(f"movenerf.eval: {e}") from None
+  except (ValueError, storage.StorageError) as e:
+    raise validation.UsageError(str(e)) from None
   initialize_distributed(config.train)
-  model, params = load_model(config, source)
+  if stored is None:
+    model, params = load_model(config, source)
+  else:
+    try:
+      model = registry.build(config.model)
+    except ValueError as e:
+      raise validation.prefixed("model", e) from None
+    params = jax.tree.map(np.asarray, params)
   if evaluation.run_eval(config, model, params, out) is not None:
     print(f"wrote {storage.join(out, 'metrics.json')} and per-view images")
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  run()

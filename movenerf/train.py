@@ -1,17 +1,30 @@
 r"""Trains GNT, GNT-MoVE or Decoupling-NeRF across scenes; resumes automatically;
 evaluates at the end.
 
-  python -m movenerf.train --config experiments/gnt_move.py:tiny --workdir runs/demo
+  python -m movenerf.train --config gnt_move:tiny --workdir runs/demo
   python -m movenerf.train --config experiments/decoupled_nerf.py:tiny --workdir runs/dc
-  python -m movenerf.train --config experiments/gnt.py:paper --workdir gs://... \
+  python -m movenerf.train --config gnt:tiny --workdir runs/llff \
+      --train_data "llff:DIR[scenes=fern|trex]" --eval_data "llff:DIR[scenes=flower]"
+  python -m movenerf.train --config gnt:paper --workdir gs://... \
       --config.data.train.generated.format=tfds --config.data.train.generated.path=DIR
 
-The workdir receives ``checkpoints/`` (orbax: state, data-iterator state, config),
-``tb/`` (TensorBoard: losses, PSNR, learning rates, norms, MoE load; validation render,
-depth and expert map), ``train_metrics.jsonl`` and, when ``eval.at_end``, ``eval/``
-(per-view PNGs, ``metrics.json``, a video). Restarting with the same workdir resumes
-from the latest checkpoint, including the position in the data stream; SIGTERM (a
-preemption) saves a checkpoint before exiting.
+Before anything is written or compiled, the config is checked (types, ranges, choices,
+the batch against the devices), the datasets are read and the workdir is tried; a
+problem is one line naming the key or path (exit status 2). A workdir is used by one
+training at a time (a lock that dies with its process), and one with checkpoints
+resumes only with the config that made them (the message names what differs).
+
+The workdir receives ``checkpoints/`` (orbax: state, data-stream position, config; a
+newest checkpoint that cannot be read is moved aside and the one before it restored),
+``tb/`` (TensorBoard: losses, PSNR, learning rates, norms, MoE load, validation render,
+depth and expert map, the config, the evaluation's scores), ``train_metrics.jsonl``
+(one JSON record per logged step; after a resume it continues from the restored step)
+and, when ``eval.at_end``, ``eval/`` (per-view PNGs and comparison sheets,
+``metrics.json``, a video). Restarting with the same workdir resumes from the latest
+checkpoint, including the position in the data stream; SIGTERM (a preemption) saves a
+checkpoint before exiting. A checkpoint that cannot be saved stops the run at once, and
+so do ``train.max_skipped_steps`` updates skipped in a row (a diverged run); both exit
+with status 1 and name the checkpoint to resume from.
 
 The workdir may be a URL (``gs://...``, ``s3://...``; see ``movenerf.storage``).
 
@@ -20,37 +33,37 @@ the same command on every host (``gcloud compute tpus tpu-vm ssh NAME --worker=a
 --command="python -m movenerf.train ..."``); each host reads its share of every batch
 and saves its own data-stream position, checkpoints are written collectively to a shared
 workdir (``gs://`` or a shared file system), the held-out views are split over the
-hosts, and host 0 writes logs and evaluation results. ``train.coordinator_address`` / ``num_processes`` / ``process_id`` set the
-layout where JAX cannot detect it (as it does on TPU VMs and SLURM). Several processes on
-one machine's CPU, e.g. to test this, with the same losses as one process of 4 devices:
+hosts, and host 0 writes logs and evaluation results. ``train.coordinator_address`` /
+``num_processes`` / ``process_id`` set the layout where JAX cannot detect it (as it does
+on TPU VMs and SLURM). Several processes on one machine's CPU, e.g. to test this, with
+the same losses as one process of 4 devices:
 
   python -m movenerf.tools.launch --processes 2 --devices-per-process 2 -- movenerf.train \
-      --config experiments/gnt_move.py:tiny --workdir runs/mp --config.data.global_batch=4
+      --config gnt_move:tiny --workdir runs/mp --config.data.global_batch=4
 """
-
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
 from typing import Any, Optional
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
-from ml_collections import config_flags
 
-from movenerf import sharding, storage
+from movenerf import cli, configs, sharding, storage, validation
 from movenerf.data import pipeline
+from movenerf.data import spec as data_spec
 from movenerf.data import sources as train_data
 from movenerf.evaluation import evaluate as evaluation
-from movenerf.evaluation import visualize
-from movenerf.image import metrics
+from movenerf.evaluation import tensorboard as tb_log
 from movenerf.models import registry
 from movenerf.models.family import ModelFamily
-from movenerf.training import checkpoint, optim
+from movenerf.training import checkpoint, config_checks, optim, run_lock
 from movenerf.training import state as train_state
 from movenerf.training import step as train_step
 
@@ -60,14 +73,25 @@ WEIGHT_FILE_SUFFIXES = (".pth", ".npz", ".pt")
 _CONFIG = _WORKDIR = None  # defined by _define_flags() when run as a program
 
 
+def run() -> None:
+  """The ``movenerf-train`` console script: defines the flags and runs ``main`` with
+  one-line errors (exit status 2: usage, 1: run; ``--verbose``: with the traceback)."""
+  cli.run(main, "movenerf.train", define=_define_flags,
+          check=lambda: cli.config_check(_CONFIG)())
+
+
 def _define_flags() -> None:
   """Flags exist only when this module is the program, so that importing it (tests, other
   tools) does not clash with other modules' --config / --workdir flags."""
   global _CONFIG, _WORKDIR
-  _CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt_move.py:tiny",
-                                            "experiment config file:variant", lock_config=True)
+  _CONFIG = configs.define_config_flag("config", "gnt_move:tiny", lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "run directory (resumes if it has "
                                  "checkpoints)", required=True)
+  flags.DEFINE_string("train_data", None, "training datasets, replacing the config's "
+                      "data.train: [NAME=]FORMAT[:PATH][[KEY=VALUE,...]] joined by '+' "
+                      "(movenerf.data.spec)")
+  flags.DEFINE_string("eval_data", None, "evaluation datasets, replacing the config's "
+                      "data.eval (same form as --train_data)")
 
 
 def build_model(config) -> ModelFamily:
@@ -186,27 +210,84 @@ def initialize_distributed(train_cfg) -> None:
   jax.distributed.initialize(**options)
 
 
+def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Everything of a run that can be checked before anything is written or compiled:
+  the config against the devices, the model, the data and the workdir.
+
+  Returns:
+    ``family``, ``mesh``, ``spec``, ``maker`` and ``image_hw`` of the run.
+  Raises:
+    UsageError: the first thing that cannot work, named (key, value or path).
+  """
+  config_checks.check_run_config(config, jax.device_count(), jax.process_count())
+  try:
+    family = build_model(config)
+  except ValueError as e:
+    raise validation.prefixed("model", e) from None
+  mesh = sharding.make_mesh(expert=config.train.mesh_expert)
+  try:
+    spec = pipeline.ExampleSpec.from_config(config.data.example.to_dict())
+    sources, weights = train_data.make_sources(config.data.train)
+    maker = pipeline.ExampleMaker(sources, weights, spec, seed=config.seed)
+    image_hw = _source_hw(maker)
+  except (ValueError, FileNotFoundError) as e:
+    raise validation.UsageError(f"data.train: {e}") from None
+  if storage.is_file(workdir):
+    raise validation.UsageError(f"--workdir {workdir}: is a file, give a folder")
+  try:
+    storage.check_writable(workdir)
+  except storage.StorageError as e:
+    raise validation.UsageError(f"--workdir {e}") from None
+  return dict(family=family, mesh=mesh, spec=spec, maker=maker, image_hw=image_hw)
+
+
+def _check_resumable(config, workdir: str, ckpts: checkpoint.Checkpoints) -> None:
+  """A workdir with checkpoints resumes only with the config that made them (up to
+  ``config_checks.RESUME_FREE``); otherwise a UsageError names every difference."""
+  stored_path = storage.join(workdir, "config.json")
+  if ckpts.latest_step() is None or not storage.exists(stored_path):
+    return
+  stored = json.loads(storage.read_text(stored_path))
+  changes = config_checks.config_changes(stored, config)
+  if changes:
+    raise validation.UsageError(
+        f"--workdir {workdir} holds checkpoints of a run with another config, so it "
+        f"cannot resume: {'; '.join(changes)} (stored -> given). Use another workdir, "
+        f"or the stored values ({stored_path})")
+
+
 def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs (or resumes) training; returns the last logged metrics and, with
-  ``eval.at_end``, the evaluation summary."""
+  ``eval.at_end``, the evaluation summary.
+
+  Raises:
+    UsageError: a config value, dataset or workdir that cannot work (before anything
+      is written), another training holding the workdir, or checkpoints of another
+      config in it.
+    RunError: the run stopped early: its updates kept being skipped.
+  """
   initialize_distributed(config.train)
-  is_chief = jax.process_index() == 0
   workdir = str(storage.path(workdir))
-  storage.check_writable(workdir)
-  family = build_model(config)
-  mesh = sharding.make_mesh(expert=config.train.mesh_expert)
-  spec = pipeline.ExampleSpec.from_config(config.data.example.to_dict())
-  sources, weights = train_data.make_sources(config.data.train)
-  maker = pipeline.ExampleMaker(sources, weights, spec, seed=config.seed)
-  image_hw = _source_hw(maker)
+  run = prepare(config, workdir)
+  lock = run_lock.RunLock(workdir) if jax.process_index() == 0 else None
+  try:
+    return _train(config, workdir, **run)
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _train(config, workdir, family, mesh, spec, maker, image_hw) -> dict:
+  is_chief = jax.process_index() == 0
   tx = optim.make_optimizer(config.optim)
   lr_fns = optim.learning_rate_fns(config.optim)
 
+  ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints,
+                                 config.train.async_checkpoints)
+  _check_resumable(config, workdir, ckpts)
   params = initial_params(config, family)
   state, shardings = train_state.create_state(params, tx, config.seed, mesh)
   del params
-  ckpts = checkpoint.Checkpoints(workdir, config.train.keep_checkpoints,
-                                 config.train.async_checkpoints)
   share, shares = sharding.data_share(mesh)
   iterator = pipeline.train_iterator(
       maker, config.data.global_batch, num_workers=config.data.num_workers,
@@ -226,7 +307,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = log = None
   if is_chief:
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-    writer = SummaryWriter(storage.join(workdir, "tb"))
+    # purge_step: TensorBoard drops what an earlier attempt logged after the checkpoint.
+    writer = SummaryWriter(storage.join(workdir, "tb"), purge_step=start or None)
+    tb_log.log_config(writer, config, start)
     storage.write_json(storage.join(workdir, "config.json"),
                        config.to_dict(), indent=2, default=str)
     log = storage.JsonLines(storage.join(workdir, "train_metrics.jsonl"))
@@ -240,52 +323,75 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
     ckpts.save(step, state, iterator, config.to_dict(), force=force)
 
   step = start
-  with jax.set_mesh(mesh):
-    while step < num_steps:
-      batch = pipeline.to_device_batch(next(iterator), mesh)
-      state, metrics = step_fn(state, batch)
-      # Awaiting each step keeps CPU collectives from overlapping (they can abort on
-      # small hosts) and makes the timing honest; device work is still asynchronous
-      # with respect to nothing but the next step, which needs this one's state anyway.
-      metrics = jax.block_until_ready(metrics)
-      step += 1
-      if step % config.train.log_every == 0 or step == num_steps:
-        now = time.perf_counter()
-        scalars = _scalars(metrics)
-        steps_done = step - start
-        rate = config.train.log_every * rays_per_step / max(now - t_last, 1e-9)
-        eta = (num_steps - step) * (now - t_start) / max(steps_done, 1)
-        scalars.update(step=step, rays_per_s=rate, elapsed_s=now - t_start,
-                       lr_feature=float(lr_fns["feature"](step)),
-                       lr_transformer=float(lr_fns["transformer"](step)),
-                       skipped_updates=int(jax.device_get(state.skipped)))
-        last_logged = scalars
-        t_last = now
-        if is_chief:
-          print(f"step {step}/{num_steps}  loss {scalars['loss']:.5f}  "
-                f"psnr {scalars['psnr']:.2f}  {rate:,.0f} rays/s  ETA {eta / 60:.1f} min"
-                + (f"  skipped {scalars['skipped_updates']}"
-                   if scalars["skipped_updates"] else ""), flush=True)
-          _write_scalars(writer, log, step, scalars)
-      if config.train.image_every and step % config.train.image_every == 0 and config.data.eval:
-        params = _host_params(state.params)  # every process: a collective with several
-        if validation is not None:
-          _log_validation(writer, family, params, validation, step, config)
-      sigterm, timeout = _on_any_process(
-          preempt.requested, config.train.max_minutes > 0 and
-          time.perf_counter() - t_start > 60 * config.train.max_minutes)
-      stop = sigterm or timeout
-      if step % config.train.checkpoint_every == 0 or step == num_steps or stop:
-        save(step, force=stop or step == num_steps)
-      if stop:
-        if is_chief:
-          print(f"stopping at step {step} ({'SIGTERM' if sigterm else 'time limit'});"
-                f" checkpoint saved, rerun the same command to resume")
-        break
+  skips = _SkipWatch(int(jax.device_get(state.skipped)), start,
+                     config.train.max_skipped_steps)
+  diverged = False
+  try:
+    with jax.set_mesh(mesh):
+      while step < num_steps:
+        batch = pipeline.to_device_batch(next(iterator), mesh)
+        state, metrics = step_fn(state, batch)
+        # Awaiting each step keeps CPU collectives from overlapping (they can abort on
+        # small hosts) and makes the timing honest; device work is still asynchronous
+        # with respect to nothing but the next step, which needs this one's state anyway.
+        metrics = jax.block_until_ready(metrics)
+        step += 1
+        diverged = skips.update(step, int(jax.device_get(state.skipped)))
+        if step % config.train.log_every == 0 or step == num_steps:
+          now = time.perf_counter()
+          scalars = _scalars(metrics)
+          steps_done = step - start
+          rate = config.train.log_every * rays_per_step / max(now - t_last, 1e-9)
+          eta = (num_steps - step) * (now - t_start) / max(steps_done, 1)
+          scalars.update(step=step, rays_per_s=rate, elapsed_s=now - t_start,
+                         lr_feature=float(lr_fns["feature"](step)),
+                         lr_transformer=float(lr_fns["transformer"](step)),
+                         skipped_updates=int(jax.device_get(state.skipped)))
+          last_logged = scalars
+          t_last = now
+          if is_chief:
+            print(f"step {step}/{num_steps}  loss {scalars['loss']:.5f}  "
+                  f"psnr {scalars['psnr']:.2f}  {rate:,.0f} rays/s  ETA {eta / 60:.1f} min"
+                  + (f"  skipped {scalars['skipped_updates']}"
+                     if scalars["skipped_updates"] else ""), flush=True)
+            _write_scalars(writer, log, step, scalars)
+        if config.train.image_every and step % config.train.image_every == 0 and config.data.eval:
+          params = _host_params(state.params)  # every process: a collective with several
+          if validation is not None:
+            _log_validation(writer, family, params, validation, step, config)
+        save_error = _save_error(ckpts)  # a failed background save stops every process
+        sigterm, timeout, save_failed = _on_any_process(
+            preempt.requested, config.train.max_minutes > 0 and
+            time.perf_counter() - t_start > 60 * config.train.max_minutes,
+            save_error is not None)
+        if save_failed:
+          raise save_error or cli.RunError(f"stopped at step {step}: saving a checkpoint "
+                                           "failed on another process")
+        stop = sigterm or timeout
+        if diverged:
+          break
+        if step % config.train.checkpoint_every == 0 or step == num_steps or stop:
+          save(step, force=stop or step == num_steps)
+        if stop:
+          if is_chief:
+            print(f"stopping at step {step} ({'SIGTERM' if sigterm else 'time limit'});"
+                  f" checkpoint saved, rerun the same command to resume")
+          break
+  except checkpoint.CheckpointError:
+    # The failed save's other items may still be writing in the background: let them
+    # end before the error leaves (a rerun in this process would meet them otherwise).
+    try:
+      ckpts.close()
+    except Exception:  # pylint: disable=broad-except  (the error raised is the first one)
+      pass
+    iterator.close()
+    raise
   ckpts.close()
   iterator.close()
   if writer is not None:
     writer.close()
+  if diverged:
+    raise cli.RunError(skips.message(step, ckpts.latest_step()))
   result = {"train": last_logged, "step": step}
   if config.eval.at_end and step >= num_steps:
     # Every process renders its share of the views on its own devices; the chief writes.
@@ -293,7 +399,34 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                   storage.join(workdir, "eval"))
     if summary is not None:
       result["eval"] = summary
+      # An event file of its own: reopening the closed writer would repeat its purge_step.
+      with tb_log.open_writer(storage.join(workdir, "tb"), ".eval") as eval_writer:
+        tb_log.log_eval(eval_writer, summary, step)
   return result
+
+
+class _SkipWatch:
+  """Counts updates skipped in a row (non-finite loss or gradients leave the state as it
+  was); ``update`` is true once ``limit`` of them follow each other (0: never)."""
+
+  def __init__(self, skipped: int, step: int, limit: int):
+    self.skipped, self.last_applied, self.limit, self.in_a_row = skipped, step, limit, 0
+
+  def update(self, step: int, skipped: int) -> bool:
+    if skipped > self.skipped:
+      self.in_a_row += skipped - self.skipped
+    else:
+      self.in_a_row, self.last_applied = 0, step
+    self.skipped = skipped
+    return bool(self.limit) and self.in_a_row >= self.limit
+
+  def message(self, step: int, checkpoint_step: Optional[int]) -> str:
+    kept = (f"checkpoint {checkpoint_step} is kept" if checkpoint_step is not None
+            else "no checkpoint was saved")
+    return (f"stopped at step {step}: its last {self.in_a_row} updates were skipped "
+            f"(non-finite loss or gradients, e.g. a learning rate too large); the last "
+            f"applied update was step {self.last_applied}; {kept} "
+            f"(train.max_skipped_steps={self.limit})")
 
 
 def _host_params(params: Any) -> Any:
@@ -302,6 +435,15 @@ def _host_params(params: Any) -> Any:
   if jax.process_count() == 1:
     return jax.device_get(params)
   return multihost_utils.process_allgather(params, tiled=True)
+
+
+def _save_error(ckpts: checkpoint.Checkpoints) -> Optional[Exception]:
+  """The error of this process's last background save, if it failed (else None)."""
+  try:
+    ckpts.check()
+  except checkpoint.CheckpointError as e:
+    return e
+  return None
 
 
 def _on_any_process(*flags_: bool) -> tuple[bool, ...]:
@@ -335,28 +477,20 @@ def _log_validation(writer, family: ModelFamily, params, ex: dict, step: int,
                     config) -> None:
   out = evaluation.render_example(family, {"params": jax.device_get(params)}, ex,
                                   config.eval.chunk_size)
-  gt = ex["tgt_image"].astype(np.float32) / 255.0
-  panels = evaluation.panels(out, ex)
-  writer.add_image("val/render_vs_gt", visualize.contact_sheet([out["rgb"], gt], columns=2),
-                   step, dataformats="HWC")
-  writer.add_image("val/depth", panels["depth"], step, dataformats="HWC")
-  if "experts" in panels:
-    writer.add_image("val/experts", panels["experts"], step, dataformats="HWC")
-  writer.add_scalar("val/psnr", metrics.psnr(out["rgb"], gt), step)
-  writer.flush()
+  tb_log.log_validation(writer, out, ex, step)
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise validation.UsageError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
   if not flags.FLAGS["verbosity"].present:  # orbax / jax INFO lines would drown the progress
     logging.set_verbosity(logging.WARNING)
-  config = _CONFIG.value
+  config = data_spec.apply(_CONFIG.value, flags.FLAGS.train_data, flags.FLAGS.eval_data)
   workdir = _WORKDIR.value
   try:
     distributed_options(config.train)
-    storage.check_writable(workdir)  # a missing bucket or denied write: before any step
-  except (ValueError, storage.StorageError) as e:  # one line, no traceback
-    raise SystemExit(f"movenerf.train: {e}") from None
+  except ValueError as e:
+    raise validation.UsageError(str(e)) from None
   result = train(config, workdir)
   if jax.process_index() == 0:
     storage.write_json(storage.join(workdir, "result.json"),
@@ -366,5 +500,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  run()

@@ -1,20 +1,25 @@
 """The experiment configs: each variant builds and locks, and states only what it changes.
 
 The model and example sections are diffed against the library's dataclasses, so a value
-restated in ``experiments/*.py`` (and left behind when a default changes) shows up here.
-No training and no model init: these tests only build configs and parse flags.
+restated in ``movenerf/configs/*.py`` (and left behind when a default changes) shows up
+here. The configs load by name (``gnt_move:tiny``) and from the checkout's
+``experiments/*.py`` files, which re-export them. No training and no model init: these
+tests only build configs and parse flags.
 """
 
 import dataclasses
+import importlib
 import pathlib
 import re
 
 from absl import flags
 import ml_collections
-from ml_collections import config_flags
 import pytest
 
-from experiments import base, decoupled_nerf, gnt, gnt_move
+from movenerf import configs
+from movenerf.configs import base, decoupled_nerf, gnt, gnt_move
+from movenerf.data import pipeline
+from movenerf.data import sources as train_data
 from movenerf.data.pipeline import ExampleSpec
 from movenerf.models.decoupled.model import DecoupledConfig
 from movenerf.models.gnt.model import GNTConfig
@@ -30,10 +35,13 @@ CASES = [(name, v) for name, module in MODULES.items() for v in module.VARIANTS]
 TINY = {"width", "depth", "coarse_feat_dim", "fine_feat_dim", "num_samples", "dropout",
         "feature_width"}
 # The keys of each section that a variant changes from the dataclass defaults.
-GNT_MODEL = {"tiny": TINY, "reference": set(), "paper": {"num_importance"}, "fewshot": TINY}
-MOE = {"tiny": {"layers"}, "reference": set(), "paper": set(), "fewshot": {"layers"}}
+GNT_MODEL = {"tiny": TINY, "reference": set(), "paper": {"num_importance"}, "fewshot": TINY,
+             "real": TINY}
+MOE = {"tiny": {"layers"}, "reference": set(), "paper": set(), "fewshot": {"layers"},
+       "real": {"layers"}}
 GNT_EXAMPLE = {"tiny": {"num_source_views", "rays_per_example"}, "reference": set(),
-               "paper": set(), "fewshot": {"num_source_views", "rays_per_example"}}
+               "paper": set(), "fewshot": {"num_source_views", "rays_per_example"},
+               "real": {"num_source_views", "rays_per_example", "source_size"}}
 DECOUPLED_MODEL = {
     "tiny": {"name", "enc_width", "attn_heads", "head_dim", "width", "render_width"},
     "paper": {"name", "white_background"},
@@ -50,8 +58,8 @@ def _parse(*args: str) -> ml_collections.ConfigDict:
   """The config as ``python -m movenerf.train`` gets it from these command-line args."""
   argv = ["prog", *args]
   fv = flags.FlagValues()
-  holder = config_flags.DEFINE_config_file("config", flag_values=fv, lock_config=True,
-                                           sys_argv=argv)
+  holder = configs.define_config_flag("config", flag_values=fv, lock_config=True,
+                                      sys_argv=argv)
   fv(argv)
   return holder.value
 
@@ -176,6 +184,50 @@ def test_docstring_has_each_variants_command(name):
   for variant in MODULES[name].VARIANTS:
     assert f"--config experiments/{name}.py:{variant}" in doc
     assert "Expected:" in doc
+  assert f"--config\n{name}:VARIANT" in doc or f"--config {name}:VARIANT" in doc
+
+
+def test_packaged_names():
+  assert configs.names() == sorted(MODULES)
+  with pytest.raises(ValueError, match="unknown config 'nope'.*gnt_move"):
+    configs.load("nope:tiny")
+  with pytest.raises(ValueError, match="unknown variant"):
+    configs.load("gnt:nope")
+  with pytest.raises(FileNotFoundError):
+    configs.load("no/such/file.py:tiny")
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_checkout_files_reexport_the_packaged_configs(name):
+  checkout = importlib.import_module(f"experiments.{name}")
+  assert checkout.get_config is MODULES[name].get_config
+  assert checkout.VARIANTS == MODULES[name].VARIANTS
+  for variant in MODULES[name].VARIANTS:
+    by_name = configs.load(f"{name}:{variant}")
+    by_file = configs.load(_config_arg(name, variant))
+    assert by_name.is_locked and by_file.is_locked
+    assert by_name.to_dict() == by_file.to_dict() == MODULES[name].get_config(variant).to_dict()
+
+
+@pytest.mark.parametrize("spec", ["gnt_move:tiny", _config_arg("gnt_move", "tiny")])
+def test_name_and_file_flags_take_the_same_overrides(spec):
+  c = _parse("--config", spec, "--config.train.num_steps=20", "--config.model.moe.top_k=1")
+  assert c.is_locked and c.train.num_steps == 20 and c.model.moe.top_k == 1
+  assert c.to_dict() == _parse("--config=" + spec, "--config.train.num_steps=20",
+                               "--config.model.moe.top_k=1").to_dict()
+  with pytest.raises(AttributeError, match="num_stpes"):
+    _parse("--config", spec, "--config.train.num_stpes=1")
+  with pytest.raises(flags.Error):
+    _parse("--config", spec, "--config.train.num_steps=x")
+
+
+def test_flag_default_and_unknown_name():
+  fv = flags.FlagValues()
+  holder = configs.define_config_flag("config", "gnt:tiny", flag_values=fv, sys_argv=["p"])
+  fv(["p"])
+  assert holder.value.variant == "tiny" and holder.value.model.moe is None
+  with pytest.raises(flags.Error, match="unknown config"):
+    _parse("--config", "gnt_moe:tiny")
 
 
 def test_main_job_result_agrees_with_the_readme():
@@ -200,3 +252,29 @@ def test_paper_and_real_variants_match_the_method():
   real = decoupled_nerf.get_config("real")
   assert (real.data.train.lego.scenes, real.data.eval.mic.scenes) == ("lego", "mic")
   assert pathlib.Path(real.data.train.lego.path).name == "nerf_synthetic"
+
+
+@pytest.mark.parametrize("name", ["gnt", "gnt_move"])
+def test_real_variants_read_the_shared_pack(name, monkeypatch):
+  """``real`` trains on the pack's fern, scan 24 and lego and evaluates on flower, scan 37
+  and mic: every scene loads, and training examples hold 4 source views at 48x64."""
+  if not (REPO.parent / "shared" / "data" / "real").exists():
+    pytest.skip("the shared real pack is not beside the checkout")
+  monkeypatch.chdir(REPO)  # the variant's paths are relative to a checkout
+  c = MODULES[name].get_config("real")
+  scenes = {}
+  for group in ("train", "eval"):
+    sources, _ = train_data.make_sources(c.data[group])
+    scenes[group] = sorted(c.scene_id for src in sources.values()
+                           for c in src.scenes(src.splits()[0]))
+  assert scenes == {"train": ["dtu_scan24", "fern", "lego"],
+                    "eval": ["dtu_scan37", "flower", "mic"]}
+  sources, weights = train_data.make_sources(c.data.train)
+  maker = pipeline.ExampleMaker(sources, weights,
+                                ExampleSpec.from_config(c.data.example.to_dict()))
+  datasets = set()
+  for i in range(12):
+    ex = maker(i)
+    assert ex["src_images"].shape == (4, 48, 64, 3)
+    datasets.add(int(ex["ids"][0]))
+  assert datasets == {0, 1, 2}

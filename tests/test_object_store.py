@@ -95,10 +95,12 @@ def test_build_train_kill_resume_evaluate_on_s3(s3_server, s3_bucket, tmp_path,
 
 
 def test_missing_bucket_is_one_line_before_any_step(s3_server, tmp_path):
-  proc = _train("s3://no-such-bucket-movenerf/run", tmp_path, "--config.train.num_steps=1")
+  proc = _train("s3://no-such-bucket-movenerf/run", tmp_path, "--config.train.num_steps=1",
+                "--config.data.train.generated.format=generated")
   out = _finish(proc, ok=False)
+  assert proc.returncode == 2
   lines = [l for l in out.strip().splitlines() if "Warning" not in l and l.strip()]
-  assert lines[-1].startswith("movenerf.train: cannot write to s3://no-such-bucket-movenerf"
-                              "/run"), out[-3000:]
+  assert lines[-1].startswith("movenerf.train: error: --workdir cannot write to "
+                              "s3://no-such-bucket-movenerf/run"), out[-3000:]
   assert "Traceback" not in out and "step 1" not in out
   assert not _url_folders(tmp_path)

@@ -34,14 +34,23 @@ key                   shape / dtype        meaning
 from __future__ import annotations
 
 import dataclasses
+import functools
+import json
+import os
 import sys
+import threading
+import time
 from typing import Any, Mapping, Optional, Sequence
 
 import grain
 from absl import flags
 import numpy as np
 
+from movenerf import validation
 from movenerf.data import images, samplers, views
+
+# How the target pixels of an example are drawn (ExampleSpec.pixel_mode).
+PIXEL_MODES = ("uniform", "center", "mask", "image")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +87,23 @@ class ExampleSpec:
   target_split: str = "train"
   source_split: str = "train"
   source_size: Optional[tuple[int, int]] = None
+
+  def __post_init__(self):
+    validation.integer("num_source_views", self.num_source_views, minimum=1)
+    validation.integer("rays_per_example", self.rays_per_example, minimum=1)
+    validation.one_of("selection", self.selection, samplers.METHODS)
+    if self.num_candidates is not None:
+      validation.integer("num_candidates", self.num_candidates,
+                         minimum=self.num_source_views)
+    validation.one_of("pixel_mode", self.pixel_mode, PIXEL_MODES)
+    validation.number("center_fraction", self.center_fraction, above=0.0, maximum=1.0)
+    validation.number("pair_fraction", self.pair_fraction, minimum=0.0, maximum=1.0)
+    validation.number("pair_max_distance", self.pair_max_distance, above=0.0)
+    if self.source_size is not None:
+      if len(self.source_size) != 2:
+        raise validation.UsageError(f"source_size={self.source_size!r}: give (H, W)")
+      for n in self.source_size:
+        validation.integer("source_size[]", n, minimum=1)
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> "ExampleSpec":
@@ -250,28 +276,95 @@ def _ensure_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
+def _exit_with_parent(parent: int, worker_index: int, worker_count: int) -> None:
+  """grain worker start-up: the worker exits when ``parent``, the process that started
+  it, is gone (even after ``kill -9``, which gives it no chance to stop its workers)."""
+  del worker_index, worker_count
+
+  def watch():
+    while os.getppid() == parent:
+      time.sleep(0.5)
+    os._exit(0)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+class TrainStream:
+  """The iterator of :func:`train_iterator`: this host's batches of steps ``s, s + 1, ...``.
+
+  Its state is the next step's number, ``{"next_step": s}`` (JSON bytes, the form grain's
+  orbax handler saves for a non-grain iterator), so a checkpoint resumes with any number
+  of worker processes. The grain iterator (and its workers) starts at the first ``next``.
+  """
+
+  def __init__(self, dataset: grain.MapDataset, num_workers: int, buffer_size: int,
+               next_step: int = 0):
+    self._dataset, self._workers, self._buffer = dataset, num_workers, buffer_size
+    self.next_step = int(next_step)
+    self._it = None
+
+  def _start(self):
+    ds = self._dataset[self.next_step:].to_iter_dataset(
+        grain.ReadOptions(num_threads=1, prefetch_buffer_size=self._buffer))
+    if self._workers > 0:
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+          num_workers=self._workers, per_worker_buffer_size=self._buffer),
+          worker_init_fn=functools.partial(_exit_with_parent, os.getpid()))
+    return iter(ds)
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    if self._it is None:
+      self._it = self._start()
+    batch = next(self._it)
+    self.next_step += 1
+    return batch
+
+  def get_state(self) -> bytes:
+    return json.dumps({"next_step": self.next_step}).encode()
+
+  def set_state(self, state: bytes | str | Mapping) -> None:
+    """Moves to a saved position (bytes / str of JSON, or the dict)."""
+    if isinstance(state, (bytes, str)):
+      state = json.loads(state)
+    if not isinstance(state, Mapping) or "next_step" not in state:
+      raise ValueError("the saved data position is not a movenerf stream position "
+                       f"({{'next_step': N}}): {str(state)[:80]}")
+    self.close()
+    self.next_step = int(state["next_step"])
+
+  def start_prefetch(self) -> None:
+    """Part of the iterator protocol grain's checkpoint handler uses; starts nothing
+    (the stream starts at the first ``next``)."""
+
+  def close(self) -> None:
+    """Stops the worker processes (if started)."""
+    if self._it is not None:
+      close = getattr(self._it, "close", None)
+      if close is not None:
+        close()
+      self._it = None
+
+
 def train_iterator(maker: ExampleMaker, global_batch: int, num_workers: int = 0,
                    process_index: int = 0, process_count: int = 1,
-                   buffer_size: int = 2, state: Optional[Mapping] = None):
-  """A grain iterator over :func:`train_dataset`, optionally restored from ``state``.
+                   buffer_size: int = 2, state: Optional[Mapping] = None) -> TrainStream:
+  """A :class:`TrainStream` over :func:`train_dataset`, optionally restored from ``state``.
 
   Args:
     num_workers: worker processes that build examples (0: in this process, with a
-      prefetch thread).
+      prefetch thread); they exit with this process.
     buffer_size: batches each worker keeps ready.
-    state: a previous ``iterator.get_state()`` (saved with the checkpoint) to resume from.
-  Returns:
-    ``grain.DatasetIterator``; ``get_state()`` is a JSON-serialisable dict.
+    state: a previous ``iterator.get_state()`` (saved with the checkpoint) to resume
+      from, with any ``num_workers``.
   """
   _ensure_flags_parsed()
-  ds = train_dataset(maker, global_batch, process_index, process_count).to_iter_dataset(
-      grain.ReadOptions(num_threads=1, prefetch_buffer_size=buffer_size))
-  if num_workers > 0:
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                     per_worker_buffer_size=buffer_size))
-  it = iter(ds)
+  it = TrainStream(train_dataset(maker, global_batch, process_index, process_count),
+                   num_workers, buffer_size)
   if state is not None:
-    it.set_state(dict(state))
+    it.set_state(state)
   return it
 
 

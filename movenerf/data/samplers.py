@@ -30,7 +30,7 @@ import numpy as np
 
 from movenerf.geometry import cameras
 
-_METHODS = ("position", "direction", "combined")
+METHODS = ("position", "direction", "combined")
 
 
 def _round_half_up(x: float) -> int:
@@ -92,7 +92,7 @@ def view_distances(target_c2w, candidate_c2w, method: str = "position",
   if method == "combined":
     c = np.asarray(center, np.float64).reshape(3)
     return _angle(cands[:, :3, 3] - c, target[:3, 3] - c)
-  raise ValueError(f"unknown method {method!r}; expected one of {_METHODS}")
+  raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
 def select_source_views(target_c2w, candidate_c2w, num_views: int, method: str = "position",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from movenerf import validation
+
 
 @dataclasses.dataclass(frozen=True)
 class MoEConfig:
@@ -48,3 +50,16 @@ class MoEConfig:
   reference_load: bool = False
   gate_input_ahead: bool = False
   expert_axis: str | None = "expert"
+
+  def __post_init__(self):
+    for i in self.layers:
+      validation.integer("moe.layers[]", i, minimum=0)
+    validation.integer("moe.num_experts", self.num_experts, minimum=1)
+    validation.integer("moe.top_k", self.top_k, minimum=1, maximum=self.num_experts)
+    validation.integer("moe.expert_hidden_ratio", self.expert_hidden_ratio, minimum=1)
+    validation.integer("moe.permanent_hidden_ratio", self.permanent_hidden_ratio, minimum=1)
+    validation.one_of("moe.expert_activation", self.expert_activation, ("gelu", "relu"))
+    validation.number("moe.noise_std", self.noise_std, minimum=0.0)
+    validation.number("moe.capacity_factor", self.capacity_factor, above=0.0)
+    validation.number("moe.eval_capacity_factor", self.eval_capacity_factor, above=0.0)
+    validation.one_of("moe.dispatch", self.dispatch, ("dense", "sorted", "auto"))

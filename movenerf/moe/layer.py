@@ -5,7 +5,10 @@ Axis letters: T tokens (= R rays x S samples), D features, E experts, K top-k, C
 
 Auxiliary outputs are sown into the ``'moe'`` collection (apply with
 ``mutable=['moe']``): per layer and call, the router probabilities [T, E], the top-1
-expert [T], the diversity loss (training only, as in the reference) and metrics.
+expert [T], the diversity loss (training only, as in the reference) and metrics. They
+are outputs of one ``apply``, not state: ``init`` sows none (its variables are
+``{'params': ...}``), and the layer's own ``apply`` drops a ``'moe'`` collection passed
+in, so that each call's auxiliaries are that call's alone.
 """
 
 from __future__ import annotations
@@ -30,6 +33,26 @@ MOE_COLLECTION = "moe"
 class MoVEFeedForward(nn.Module):
   """Sparse mixture of view experts replacing a view-transformer FFN.
 
+  RNG streams (``rngs=`` of ``apply``), needed only with ``deterministic=False``:
+
+  - ``"router"``: the routing noise, when ``config.noise_std > 0``;
+  - ``"dropout"``: the dropout of the experts, the MoE output and the permanent expert,
+    when ``dropout > 0``.
+
+  ``init`` needs only a key for ``"params"`` (a single PRNGKey will do).
+
+  Used on its own (the ``'moe'`` collection holds the auxiliaries of exactly the call
+  that returns it)::
+
+    layer = MoVEFeedForward(MoEConfig(num_experts=4, top_k=2), dropout=0.1)
+    variables = layer.init(jax.random.key(0), x)             # {'params': ...}
+    y, aux = layer.apply(variables, x, deterministic=False, mutable=["moe"],
+                         rngs={"router": jax.random.key(1), "dropout": jax.random.key(2)})
+    loss = task_loss(y) + 0.01 * total_diversity_loss(aux["moe"])
+
+  Inside a larger model the model's ``apply`` is used the same way, with its variables
+  ``{'params': ...}`` only (``movenerf.models.gnt.model.init_variables``).
+
   Attributes:
     config: MoEConfig.
     dropout: dropout rate (experts, MoE output, permanent expert).
@@ -39,6 +62,13 @@ class MoVEFeedForward(nn.Module):
   config: MoEConfig
   dropout: float = 0.1
   dtype: Any = jnp.float32
+
+  @nn.nowrap
+  def apply(self, variables, *args, **kwargs):
+    """``flax.linen.Module.apply`` on ``variables`` less any ``'moe'`` collection (the
+    auxiliaries of an earlier call), so that the returned one holds this call's only."""
+    variables = {k: v for k, v in variables.items() if k != MOE_COLLECTION}
+    return super().apply(variables, *args, **kwargs)
 
   @nn.compact
   def __call__(self, h: jnp.ndarray, gate_input: jnp.ndarray | None = None,
@@ -77,6 +107,8 @@ class MoVEFeedForward(nn.Module):
     return out.reshape(h.shape)
 
   def _sow_aux(self, route, dispatcher, train: bool) -> None:
+    if self.is_initializing():  # outputs, not state: init returns parameters only
+      return
     metrics = dispatcher.metrics()
     if train:
       loss, balance = losses.diversity_loss(route, reference=self.config.reference_load)

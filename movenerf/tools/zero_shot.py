@@ -190,5 +190,10 @@ def main(argv):
   print(f"wrote {_OUT.value}/zero_shot.md, zero_shot.json and comparison sheets")
 
 
+def run() -> None:
+  """The ``movenerf-zero-shot`` console script: ``main`` under absl's ``app.run``."""
+  app.run(main)
+
+
 if __name__ == "__main__":
   app.run(main)

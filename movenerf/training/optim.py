@@ -33,6 +33,10 @@ def param_groups(params: Any) -> Any:
   return flax.traverse_util.unflatten_dict(labels)
 
 
+# The optimisers of ``config.optim.name``.
+OPTIMIZERS = ("adam", "adamax")
+
+
 def make_optimizer(cfg) -> optax.GradientTransformation:
   """The optimiser of ``config.optim``.
 
@@ -43,7 +47,7 @@ def make_optimizer(cfg) -> optax.GradientTransformation:
   """
   makers = {"adam": optax.adam, "adamax": optax.adamax}
   if cfg.name not in makers:
-    raise ValueError(f"unknown optimizer {cfg.name!r}; choose from {sorted(makers)}")
+    raise ValueError(f"optim.name={cfg.name!r}: choose from " + ", ".join(map(repr, OPTIMIZERS)))
   fns = learning_rate_fns(cfg)
   groups = {g: makers[cfg.name](fn, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps) for g, fn in fns.items()}
   tx = optax.multi_transform(groups, param_groups)

@@ -1,6 +1,10 @@
 """Input pipeline: example contents, determinism, resume, host split, TFDS == in-memory."""
 
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -73,14 +77,16 @@ def test_examples_are_a_function_of_seed_and_index(source, maker):
 def test_iterator_resumes_exactly(maker, num_workers):
   it = pipeline.train_iterator(maker, global_batch=2, num_workers=num_workers)
   first = [next(it) for _ in range(3)]
-  state = json.loads(json.dumps(it.get_state()))  # what the checkpoint stores
+  state = it.get_state()  # what the checkpoint stores
+  assert json.loads(state) == {"next_step": 3}
   rest = [next(it) for _ in range(2)]
   it.close()
   # Batch s holds examples 2s, 2s + 1.
   for s, batch in enumerate(first + rest):
     for j in range(2):
       assert _same({k: v[j] for k, v in batch.items()}, maker(2 * s + j))
-  resumed = pipeline.train_iterator(maker, global_batch=2, num_workers=num_workers,
+  # The position does not depend on the worker processes: resume with another count.
+  resumed = pipeline.train_iterator(maker, global_batch=2, num_workers=2 - num_workers,
                                     state=state)
   again = [next(resumed) for _ in range(2)]
   resumed.close()
@@ -220,3 +226,44 @@ def test_eval_examples_resize():
                              rtol=1e-6)
   # Nearest resizing of the depth keeps true depth values (no blending across edges).
   assert set(np.unique(half["tgt_depth"])) <= set(np.unique(full["tgt_depth"]))
+
+
+WORKERS = """
+import multiprocessing, time
+from absl import app
+from movenerf.data import pipeline, procedural, views
+
+def main(_):
+  source = views.RecordSource([procedural.make_record(0, "object", num_views=12, height=24,
+                                                      width=32)], "gen")
+  maker = pipeline.ExampleMaker({"gen": source}, spec=pipeline.ExampleSpec(
+      num_source_views=4, rays_per_example=8), seed=0)
+  it = pipeline.train_iterator(maker, global_batch=2, num_workers=2)
+  next(it)
+  print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
+  time.sleep(600)
+
+app.run(main)
+"""
+
+
+def _alive(pid):
+  try:
+    with open(f"/proc/{pid}/status") as f:
+      return not any(line.split()[:2] == ["State:", "Z"] for line in f)
+  except FileNotFoundError:
+    return False
+
+
+def test_worker_processes_exit_when_their_parent_is_killed():
+  parent = subprocess.Popen([sys.executable, "-c", WORKERS], stdout=subprocess.PIPE, text=True)
+  try:
+    workers = [int(p) for p in parent.stdout.readline().split()]
+  finally:
+    parent.send_signal(signal.SIGKILL)  # no chance to stop its workers itself
+    parent.wait()
+  assert len(workers) == 2
+  deadline = time.time() + 120  # a worker may still be starting (importing)
+  while any(map(_alive, workers)) and time.time() < deadline:
+    time.sleep(0.2)
+  assert not any(map(_alive, workers)), [w for w in workers if _alive(w)]

@@ -37,6 +37,6 @@ def test_accumulation_and_per_group_learning_rates():
   # Adam's first update is lr * sign(g): each group moves by its own learning rate.
   np.testing.assert_allclose(updates["feature_net"]["w"], -2e-3, rtol=1e-4)
   np.testing.assert_allclose(updates["net_coarse"]["w"], 1e-3, rtol=1e-4)
-  with pytest.raises(ValueError, match="unknown optimizer 'sgdd'"):
+  with pytest.raises(ValueError, match="optim.name='sgdd': choose from 'adam', 'adamax'"):
     c.optim.name = "sgdd"
     optim.make_optimizer(c.optim)

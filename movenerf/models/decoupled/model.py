@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from movenerf import validation
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.rays import pixel_rays
 
@@ -246,6 +247,11 @@ class DecoupledConfig:
   render_width: int = 64
   num_layers: int = 8
   white_background: bool = False
+
+  def __post_init__(self):
+    for key in ("num_freqs", "enc_width", "attn_heads", "head_dim", "width",
+                "render_width", "num_layers"):
+      validation.integer(key, getattr(self, key), minimum=1)
 
   @classmethod
   def from_dict(cls, values: dict) -> "DecoupledConfig":

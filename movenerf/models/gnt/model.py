@@ -26,7 +26,12 @@ from movenerf.models.examples import dummy_inputs
 from movenerf.models.gnt.network import GNTNet
 from movenerf.models.gnt.resunet import ResUNet
 from movenerf.moe.config import MoEConfig
+from movenerf import validation
 from movenerf.nn import prng
+
+
+# Compute dtypes a model may use.
+DTYPES = ("float32", "bfloat16")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +74,23 @@ class GNTConfig:
   feature_dtype: str = "float32"
   feature_width: int = 64
   moe: MoEConfig | None = None
+
+  def __post_init__(self):
+    for key in ("width", "depth", "num_heads", "ff_ratio", "coarse_feat_dim",
+                "fine_feat_dim", "num_samples", "feature_width"):
+      validation.integer(key, getattr(self, key), minimum=1)
+    validation.integer("num_importance", self.num_importance, minimum=0)
+    validation.number("dropout", self.dropout, minimum=0.0, below=1.0)
+    validation.one_of("dtype", self.dtype, DTYPES)
+    validation.one_of("feature_dtype", self.feature_dtype, DTYPES)
+    if self.width % self.num_heads:
+      raise validation.UsageError(f"width={self.width} is not divisible by "
+                                  f"num_heads={self.num_heads}")
+    if self.moe is not None:
+      bad = [i for i in self.moe.layers if not 0 <= i < self.depth]
+      if bad:
+        raise validation.UsageError(f"moe.layers={tuple(self.moe.layers)}: blocks {bad} "
+                                    f"are not in [0, depth={self.depth})")
 
   @property
   def compute_dtype(self) -> Any:
