@@ -15,6 +15,7 @@ through :func:`run`:
 from __future__ import annotations
 
 import ast
+import importlib
 import re
 import sys
 import traceback
@@ -144,3 +145,34 @@ def run(main: Callable[[Sequence[str]], Any], prog: str,
       fail(prog, e, RUNTIME_EXIT)
 
   app.run(guarded, flags_parser=parse)
+
+
+def _program(target: str, extra: str) -> Callable[[], Any]:
+  """A console script that starts ``module:function`` of ``target``; when a dependency of
+  the program is not installed, it says which extra installs it (one line, status 1)."""
+  module, _, function = target.partition(":")
+
+  def start() -> Any:
+    try:
+      program = importlib.import_module(module)
+    except ImportError as e:
+      missing = getattr(e, "name", None) or str(e).rsplit(" ", 1)[-1]
+      if missing.split(".")[0] == "movenerf":
+        raise
+      print(f"{module}: needs {missing}, which is not installed: pip install "
+            f"'movenerf[{extra}]'", file=sys.stderr, flush=True)
+      sys.exit(RUNTIME_EXIT)
+    return getattr(program, function)()
+
+  start.__name__ = start.__qualname__ = module.rsplit(".", 1)[-1]
+  start.__doc__ = f"The console script of ``{module}`` (needs ``movenerf[{extra}]``)."
+  return start
+
+
+# The console scripts (setup.cfg's [options.entry_points]).
+train = _program("movenerf.train:run", "training")
+evaluate = _program("movenerf.eval:run", "training")
+build_dataset = _program("movenerf.data.tfds.build:main", "data")
+zero_shot = _program("movenerf.tools.zero_shot:run", "training")
+bench = _program("movenerf.tools.bench:main", "training")
+launch = _program("movenerf.tools.launch:main", "training")

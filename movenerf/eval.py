@@ -138,6 +138,7 @@ def main(argv):
   config = run_config(_CONFIG.value, flags.FLAGS["config"].present, stored or None,
                       _overrides(sys.argv), source)
   config = data_spec.apply(config, evaluate=flags.FLAGS.eval_data)
+  config_checks.check_eval_config(config)
   out = _OUT.value or storage.join(_WORKDIR.value or ".", "eval")
   try:
     distributed_options(config.train)

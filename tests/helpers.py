@@ -1,5 +1,10 @@
 """A tiny GNT / GNT-MoVE experiment config shared by the train, training-engine and
-evaluation tests (and the sharded train-step check they run in a subprocess)."""
+evaluation tests (and the sharded train-step check they run in a subprocess), and a
+reader of TensorBoard event files."""
+
+import os
+import pathlib
+import struct
 
 from experiments import gnt, gnt_move
 
@@ -21,3 +26,20 @@ def small_config(move: bool = False, **train_overrides):
                 video_frames=0)
   c.train.update(**train_overrides)
   return c
+
+
+def tensorboard_events(folder):
+  """Every Event of the tensorboardX event files under ``folder`` (TFRecord framing:
+  length, its CRC, the record, its CRC)."""
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  events = []
+  for name in sorted(os.listdir(folder)):
+    data = (pathlib.Path(folder) / name).read_bytes()
+    pos = 0
+    while pos < len(data):
+      (length,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event()
+      event.ParseFromString(data[pos + 12:pos + 12 + length])
+      events.append(event)
+      pos += 12 + length + 4
+  return events

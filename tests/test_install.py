@@ -14,12 +14,12 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 SCRIPTS = {
-    "movenerf-train": "movenerf.train:run",
-    "movenerf-eval": "movenerf.eval:run",
-    "movenerf-build-dataset": "movenerf.data.tfds.build:main",
-    "movenerf-zero-shot": "movenerf.tools.zero_shot:run",
-    "movenerf-bench": "movenerf.tools.bench:main",
-    "movenerf-launch": "movenerf.tools.launch:main",
+    "movenerf-train": "movenerf.cli:train",
+    "movenerf-eval": "movenerf.cli:evaluate",
+    "movenerf-build-dataset": "movenerf.cli:build_dataset",
+    "movenerf-zero-shot": "movenerf.cli:zero_shot",
+    "movenerf-bench": "movenerf.cli:bench",
+    "movenerf-launch": "movenerf.cli:launch",
 }
 # Installed by the extras only (data, training, video).
 OPTIONAL = ("tensorflow_datasets", "grain", "orbax", "tensorboardX", "imageio",
@@ -104,3 +104,13 @@ def test_wheel_core_requirements_leave_out_the_extras(wheel):
                   "ml-collections"}
   extras = {l.split("extra ==")[1].strip().strip("'\"") for l in lines if "extra ==" in l}
   assert {"data", "training", "video", "cloud", "torch", "all"} <= extras
+
+
+def test_a_program_without_its_extra_names_the_extra_to_install():
+  code = _BLOCKED_IMPORT.split("for name in")[0].format(blocked=("grain",)) + (
+      "from movenerf import cli\ncli.train()\n")
+  done = subprocess.run([sys.executable, "-c", code, "--workdir", "x"], capture_output=True,
+                        text=True, cwd=REPO, timeout=600)
+  assert done.returncode == 1
+  assert done.stderr.strip() == ("movenerf.train: needs grain, which is not installed: pip "
+                                 "install 'movenerf[training]'")

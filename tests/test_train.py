@@ -19,7 +19,7 @@ from movenerf.training import checkpoint, run_lock
 from movenerf.data import sources as train_data
 from movenerf import train as train_main
 from movenerf.validation import UsageError
-from tests.helpers import small_config
+from tests.helpers import small_config, tensorboard_events
 
 
 def _losses(workdir):
@@ -84,8 +84,12 @@ def test_a_diverged_run_stops_with_an_error_naming_the_last_applied_update(tmp_p
   c.optim.update(lr_feature=1e8, lr_transformer=1e8)
   with pytest.raises(cli.RunError) as info:
     train_main.train(c, str(tmp_path))
-  rows = [json.loads(line) for line in (tmp_path / "train_metrics.jsonl").read_text()
-          .splitlines()]  # every line is JSON (non-finite values as null)
+  def strict(name):
+    raise ValueError(f"{name} is not JSON")
+
+  # Every line is strict JSON (non-finite values as null, never NaN / Infinity).
+  rows = [json.loads(line, parse_constant=strict)
+          for line in (tmp_path / "train_metrics.jsonl").read_text().splitlines()]
   skipped = [r["skipped_updates"] for r in rows]
   last_applied = max(r["step"] for r, before in zip(rows, [0] + skipped) if
                      r["skipped_updates"] == before)
@@ -122,6 +126,11 @@ def test_resume_needs_the_stored_config_and_a_free_workdir(tmp_path):
   train_main.train(small_config(num_steps=4, checkpoint_every=2), straight)
   resumed, uninterrupted = _losses(workdir), _losses(straight)
   assert sorted(resumed) == [1, 2, 3, 4]  # no step logged twice
+  # TensorBoard drops what an earlier attempt logged after the restored step.
+  from tensorboardX.proto import event_pb2  # pylint: disable=import-outside-toplevel
+  starts = [e.step for e in tensorboard_events(Path(workdir) / "tb")
+            if e.HasField("session_log") and e.session_log.status == event_pb2.SessionLog.START]
+  assert starts == [2]
   np.testing.assert_allclose([resumed[s] for s in (3, 4)],
                              [uninterrupted[s] for s in (3, 4)], rtol=1e-6)
 

@@ -29,13 +29,13 @@ import io
 import json
 from typing import Sequence
 
-from absl import app, flags, logging
+from absl import flags, logging
 import jax
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from movenerf import storage
+from movenerf import cli, storage, validation
 from movenerf.evaluation import evaluate as evaluation, visualize
 from movenerf.models import registry
 from movenerf.training import checkpoint
@@ -178,7 +178,7 @@ def _parse_runs(args: Sequence[str]) -> list[tuple[str, str]]:
   for arg in args:
     name, sep, workdir = arg.partition("=")
     if not sep or not name or not workdir:
-      raise app.UsageError(f"expected NAME=WORKDIR, got {arg!r}")
+      raise validation.UsageError(f"expected NAME=WORKDIR, got {arg!r}")
     runs.append((name, workdir))
   return runs
 
@@ -186,14 +186,22 @@ def _parse_runs(args: Sequence[str]) -> list[tuple[str, str]]:
 def main(argv):
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
+  if len(argv) < 2:
+    raise validation.UsageError("give at least one NAME=WORKDIR")
+  for _, workdir in _parse_runs(argv[1:]):
+    try:
+      storage.check_readable(storage.join(workdir, "checkpoints"), "checkpoints folder")
+    except FileNotFoundError as e:
+      raise validation.UsageError(f"{workdir}: {e}") from None
   compare(_parse_runs(argv[1:]), _OUT.value, _SEEN_SCENES.value)
   print(f"wrote {_OUT.value}/zero_shot.md, zero_shot.json and comparison sheets")
 
 
 def run() -> None:
-  """The ``movenerf-zero-shot`` console script: ``main`` under absl's ``app.run``."""
-  app.run(main)
+  """The ``movenerf-zero-shot`` console script: ``main`` with one-line errors (exit status
+  2: usage, 1: run; ``--verbose``: with the traceback)."""
+  cli.run(main, "movenerf.tools.zero_shot")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  run()

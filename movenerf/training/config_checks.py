@@ -33,7 +33,7 @@ def check_run_config(config: Any, device_count: int, process_count: int = 1) -> 
   """
   v = validation
   v.integer("seed", config.seed, minimum=0)
-  data, train, ev = config.data, config.train, config.eval
+  data, train = config.data, config.train
 
   # train
   v.integer("train.num_steps", train.num_steps, minimum=1)
@@ -88,17 +88,29 @@ def check_run_config(config: Any, device_count: int, process_count: int = 1) -> 
     if key.endswith("_weight"):
       v.number(f"loss.{key}", value, minimum=0.0)
 
-  # eval
+  check_eval_config(config)
+  if config.init_from and not storage.exists(config.init_from):
+    raise UsageError(f"init_from={config.init_from!r}: no such run folder or weights file")
+
+
+def check_eval_config(config: Any) -> None:
+  """Raises UsageError for the first value of ``config.eval`` (and the evaluation
+  datasets) that cannot work."""
+  v, ev = validation, config.eval
   v.integer("eval.num_source_views", ev.num_source_views, minimum=1)
   v.integer("eval.max_views_per_scene", ev.max_views_per_scene, minimum=0)
   v.integer("eval.chunk_size", ev.chunk_size, minimum=1)
   v.integer("eval.video_frames", ev.video_frames, minimum=0)
   v.integer("eval.video_fps", ev.video_fps, minimum=1)
+  size = _get(ev, "image_size")
+  if size is not None:
+    if len(size) != 2:
+      raise UsageError(f"eval.image_size={tuple(size)!r}: give (H, W)")
+    for n in size:
+      v.integer("eval.image_size[]", n, minimum=1)
   weights = _get(ev, "lpips_weights", "")
   if weights and not storage.exists(weights):
     raise UsageError(f"eval.lpips_weights={weights!r}: no such file")
-  if config.init_from and not storage.exists(config.init_from):
-    raise UsageError(f"init_from={config.init_from!r}: no such run folder or weights file")
 
 
 # Keys a resumed run may change: how long and how often it logs, saves and evaluates,

@@ -4,7 +4,6 @@ TensorBoard receives."""
 
 import io
 import os
-import struct
 
 import numpy as np
 from PIL import Image
@@ -13,6 +12,7 @@ import pytest
 from movenerf.evaluation import evaluate, visualize
 from movenerf.evaluation import tensorboard as tb_log
 from movenerf.moe import expert_map
+from tests.helpers import tensorboard_events
 
 
 def _count(image: np.ndarray, colour) -> int:
@@ -179,21 +179,7 @@ def test_saved_png_is_mode_0644_and_exact(tmp_path):
 # ----------------------------------------------------------------------------- tensorboard
 
 
-def _events(folder):
-  """Every Event of the tensorboardX event files under ``folder`` (TFRecord framing:
-  length, its CRC, the record, its CRC)."""
-  from tensorboardX.proto import event_pb2
-  events = []
-  for name in sorted(os.listdir(folder)):
-    data = (folder / name).read_bytes()
-    pos = 0
-    while pos < len(data):
-      (length,) = struct.unpack("<Q", data[pos:pos + 8])
-      event = event_pb2.Event()
-      event.ParseFromString(data[pos + 12:pos + 12 + length])
-      events.append(event)
-      pos += 12 + length + 4
-  return events
+_events = tensorboard_events
 
 
 def _values(events):

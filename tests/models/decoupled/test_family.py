@@ -45,7 +45,7 @@ def test_eval_and_video_after_training(trained):
   assert summary["overall"]["num_views"] == 1
   assert summary["overall"]["psnr"] == pytest.approx(resumed["eval"]["overall"]["psnr"])
   pngs = sorted(p.name for p in (workdir / "eval").rglob("*.png"))
-  assert {n.split("_", 1)[1] for n in pngs} == {"pred.png", "gt.png", "depth.png"}
+  assert {n.split("_", 1)[1] for n in pngs} == {"pred.png", "gt.png", "depth.png", "sheet.png"}
   assert (workdir / "eval" / "video.mp4").stat().st_size > 0
 
 
