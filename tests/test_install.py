@@ -20,6 +20,7 @@ SCRIPTS = {
     "movenerf-zero-shot": "movenerf.cli:zero_shot",
     "movenerf-bench": "movenerf.cli:bench",
     "movenerf-launch": "movenerf.cli:launch",
+    "movenerf-render-view": "movenerf.cli:render_view",
 }
 # Installed by the extras only (data, training, video).
 OPTIONAL = ("tensorflow_datasets", "grain", "orbax", "tensorboardX", "imageio",

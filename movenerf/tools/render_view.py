@@ -31,9 +31,7 @@ from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import config_flags
-
-from movenerf import cli, storage
+from movenerf import cli, configs, storage
 from movenerf.evaluation import visualize
 from movenerf.image import metrics
 from movenerf.moe import expert_map
@@ -46,8 +44,7 @@ from movenerf.models.gnt.render import encode_sources, render_image
 from movenerf.training import checkpoint
 from movenerf.validation import UsageError
 
-_CONFIG = config_flags.DEFINE_config_file("config", "experiments/gnt.py:tiny",
-                                          "experiment config file:variant", lock_config=True)
+_CONFIG = configs.define_config_flag("config", "gnt:tiny", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "output directory", required=True)
 
 
@@ -225,5 +222,11 @@ def main(argv):
   run(_CONFIG.value, _WORKDIR.value)
 
 
+def program() -> None:
+  """The ``movenerf-render-view`` console script: ``main`` with one-line errors (exit
+  status 2: usage, 1: run; ``--verbose``: with the traceback)."""
+  cli.run(main, "movenerf.tools.render_view", check=cli.config_check(_CONFIG))
+
+
 if __name__ == "__main__":
-  cli.run(main, "movenerf.tools.render_view")
+  program()
