@@ -5,6 +5,8 @@ r"""Evaluates a trained model zero-shot on the held-out scenes of a config.
   python -m movenerf.eval --config gnt:paper --checkpoint model_720000.pth \
       --out runs/official_eval
 
+  python -m movenerf.eval --workdir runs/demo --protocol llff --protocol_data ~/data
+
 ``--workdir`` takes the latest checkpoint of a training run; ``--checkpoint`` a run
 folder or an official GNT ``.pth`` / ``.npz``; either may be a URL (``gs://``, ``s3://``).
 A run is evaluated with its own config (saved with its checkpoints), with the command
@@ -17,6 +19,14 @@ host) the views are split over the processes and process 0 writes the results. W
 per-view PNGs (prediction, ground truth, depth, expert map, a labelled comparison sheet),
 ``metrics.json``, ``metrics.txt`` and (``eval.video_frames``) a video to ``--out``
 (default ``WORKDIR/eval``) and prints PSNR / SSIM / LPIPS per scene.
+
+``--protocol NAME`` (``movenerf.evaluation.protocols.NAMES``: dtu, llff,
+nerf_synthetic, shiny) evaluates instead the views of a published protocol's committed
+index, read from ``--protocol_data`` (a folder holding ``nerf_llff_data/``,
+``nerf_synthetic/``, ``dtu/``, ``shiny/``), and scores the nearest source view on the
+same views; it writes ``OUT/protocol_NAME/metrics.json`` and ``metrics.txt`` and prints
+how the local data differs from the protocol above the table, with scenes missing
+locally as ``missing`` rows.
 """
 from __future__ import annotations
 
@@ -31,6 +41,7 @@ import numpy as np
 from movenerf import cli, configs, validation
 from movenerf.data import spec as data_spec
 from movenerf.evaluation import evaluate as evaluation
+from movenerf.evaluation import protocols
 from movenerf.models import registry
 from movenerf.models.family import ModelFamily
 from movenerf.models.gnt import official_checkpoint
@@ -40,7 +51,8 @@ from movenerf import storage
 from movenerf.train import WEIGHT_FILE_SUFFIXES, distributed_options, initialize_distributed
 from movenerf.training import checkpoint, config_checks
 
-_CONFIG = _WORKDIR = _CHECKPOINT = _OUT = None  # defined by _define_flags() when run as a program
+# Defined by _define_flags() when run as a program.
+_CONFIG = _WORKDIR = _CHECKPOINT = _OUT = _PROTOCOL = _PROTOCOL_DATA = _PROTOCOL_VIEWS = None
 
 
 def run() -> None:
@@ -53,7 +65,7 @@ def run() -> None:
 def _define_flags() -> None:
   """Flags exist only when this module is the program, so that importing it (tests, other
   tools) does not clash with other modules' --config / --workdir flags."""
-  global _CONFIG, _WORKDIR, _CHECKPOINT, _OUT
+  global _CONFIG, _WORKDIR, _CHECKPOINT, _OUT, _PROTOCOL, _PROTOCOL_DATA, _PROTOCOL_VIEWS
   _CONFIG = configs.define_config_flag("config", "gnt_move:tiny", lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "training run to evaluate")
   _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "run folder or official .pth/.npz")
@@ -61,6 +73,14 @@ def _define_flags() -> None:
   flags.DEFINE_string("eval_data", None, "evaluation datasets, replacing the config's "
                       "data.eval: [NAME=]FORMAT[:PATH][[KEY=VALUE,...]] joined by '+' "
                       "(movenerf.data.spec)")
+  _PROTOCOL = flags.DEFINE_string("protocol", None, "evaluate a published protocol's frozen "
+                                  f"views instead: {', '.join(protocols.NAMES)}")
+  _PROTOCOL_DATA = flags.DEFINE_string("protocol_data", None, "with --protocol: the folder "
+                                       "holding nerf_llff_data/, nerf_synthetic/, dtu/, "
+                                       "shiny/")
+  _PROTOCOL_VIEWS = flags.DEFINE_integer(
+      "protocol_max_views", 0, "with --protocol: score only the first N targets of each "
+      "scene, a quick check named in the table's header (0: every target)")
 
 
 def load_model(config, source: str) -> tuple[ModelFamily, dict]:
@@ -129,6 +149,11 @@ def main(argv):
   source = _CHECKPOINT.value or _WORKDIR.value
   if not source:
     raise validation.UsageError("give --workdir (a training run) or --checkpoint")
+  protocol = _PROTOCOL.value
+  if protocol:
+    protocols.check_data_root(protocols.get(protocol), _PROTOCOL_DATA.value)
+  elif _PROTOCOL_DATA.value:
+    raise validation.UsageError("--protocol_data needs --protocol")
   stored = None
   if not source.endswith(WEIGHT_FILE_SUFFIXES):
     try:
@@ -154,8 +179,30 @@ def main(argv):
     except ValueError as e:
       raise validation.prefixed("model", e) from None
     params = jax.tree.map(np.asarray, params)
+  if protocol:
+    if run_protocol(config, model, params, protocol, _PROTOCOL_DATA.value, out,
+                    max_views_per_scene=_PROTOCOL_VIEWS.value) is not None:
+      print(f"wrote {storage.join(out, 'protocol_' + protocol, 'metrics.json')} and "
+            "per-view images")
+    return
   if evaluation.run_eval(config, model, params, out) is not None:
     print(f"wrote {storage.join(out, 'metrics.json')} and per-view images")
+
+
+def run_protocol(config, model: ModelFamily, params, protocol: str, data_root: str,
+                 out: str, verbose: bool = True, max_views_per_scene: int = 0):
+  """Evaluates ``params`` and the nearest source view on a protocol's frozen views
+  (``movenerf.evaluation.protocols.run_protocol_eval``) with the config's chunk size,
+  LPIPS networks (``eval.lpips``) and ``eval.image_size``; ``max_views_per_scene`` > 0
+  scores only each scene's first targets (named in the table's header); returns the
+  summary (None off the chief)."""
+  variables = {"params": params}
+  chunk = config.eval.chunk_size
+  predict = lambda ex: evaluation.render_example(model, variables, ex, chunk)
+  return protocols.run_protocol_eval(
+      protocol, data_root, out, predict, protocols.lpips_functions(config.eval),
+      image_size=config.eval.get("image_size"), verbose=verbose,
+      max_views_per_scene=max_views_per_scene)
 
 
 if __name__ == "__main__":

@@ -232,6 +232,13 @@ def prepare(config: ml_collections.ConfigDict, workdir: str) -> dict:
     image_hw = _source_hw(maker)
   except (ValueError, FileNotFoundError) as e:
     raise validation.UsageError(f"data.train: {e}") from None
+  if config.eval.at_end and config.data.eval:
+    try:
+      evaluation.prepare_eval(config)
+    except validation.UsageError:
+      raise
+    except (ValueError, FileNotFoundError) as e:
+      raise validation.UsageError(f"data.eval: {e}") from None
   if storage.is_file(workdir):
     raise validation.UsageError(f"--workdir {workdir}: is a file, give a folder")
   try:

@@ -22,8 +22,9 @@ def small_config(move: bool = False, **train_overrides):
   c.optim.update(lr_feature=3e-3, lr_transformer=3e-3)
   c.train.update(num_steps=8, log_every=1, image_every=0, checkpoint_every=4,
                  async_checkpoints=True)
+  # 16x16 views: LPIPS-vgg's smallest; LPIPS-alex needs 31.
   c.eval.update(at_end=False, num_source_views=3, max_views_per_scene=1, chunk_size=64,
-                video_frames=0)
+                video_frames=0, lpips="vgg")
   c.train.update(**train_overrides)
   return c
 

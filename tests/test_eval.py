@@ -41,3 +41,18 @@ def test_overrides_are_read_from_the_command_line():
   assert eval_main._overrides(["prog", "--workdir", "r", "--config.eval.chunk_size=8",
                                "--config.data.eval.x.path", "/d"]) == [
                                    "eval.chunk_size", "data.eval.x.path"]
+
+
+def test_a_protocol_is_checked_before_anything_is_loaded(tmp_path):
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  run = lambda *flags: subprocess.run(
+      [sys.executable, "-m", "movenerf.eval", "--workdir", str(tmp_path / "none"), *flags],
+      capture_output=True, text=True, check=False)
+  bad = run("--protocol", "bogus", "--protocol_data", str(tmp_path))
+  assert bad.returncode == 2 and "--protocol: unknown protocol 'bogus'; known: dtu, llff" \
+      in bad.stderr
+  no_data = run("--protocol", "llff")
+  assert no_data.returncode == 2 and "--protocol_data: give the folder" in no_data.stderr
+  alone = run("--protocol_data", str(tmp_path))
+  assert alone.returncode == 2 and "--protocol_data needs --protocol" in alone.stderr

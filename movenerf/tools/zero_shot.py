@@ -21,6 +21,13 @@ baseline uses the first run's. Writes ``OUT/zero_shot.md`` (the table, printed t
 ``OUT/zero_shot.json``, per-model renders under ``OUT/<name>/`` and one comparison
 sheet per evaluated view under ``OUT/sheets/`` (ground truth | nearest source view |
 each model).
+
+With ``--protocol NAME --protocol_data DIR`` every run is evaluated instead on the
+frozen views of a published protocol (``movenerf.evaluation.protocols``): per run
+``OUT/protocol_NAME/<run>/metrics.json`` (as ``movenerf.eval --protocol`` writes it,
+with the nearest-source-view scores per view), and ``OUT/protocol_NAME/zero_shot.md`` /
+``zero_shot.json``: one row per run and one for the nearest source view, below the
+lines saying how the local data differs from the protocol.
 """
 
 from __future__ import annotations
@@ -36,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from movenerf import cli, storage, validation
-from movenerf.evaluation import evaluate as evaluation, visualize
+from movenerf.evaluation import evaluate as evaluation, protocols, visualize
 from movenerf.models import registry
 from movenerf.training import checkpoint
 from movenerf.data import sources as train_data
@@ -44,6 +51,11 @@ from movenerf.data import sources as train_data
 _OUT = flags.DEFINE_string("out", "runs/zero_shot", "output folder")
 _SEEN_SCENES = flags.DEFINE_integer("seen_scenes", 2, "training scenes per dataset whose "
                                     "held-out views are evaluated as 'seen'")
+
+_PROTOCOL = flags.DEFINE_string("protocol", None, "evaluate on a published protocol's frozen "
+                                f"views instead: {', '.join(protocols.NAMES)}")
+_PROTOCOL_DATA = flags.DEFINE_string("protocol_data", None, "with --protocol: the folder "
+                                     "holding nerf_llff_data/, nerf_synthetic/, dtu/, shiny/")
 
 BASELINE = "nearest source view"
 _EVAL_KEYS = ("num_source_views", "max_views_per_scene", "image_size")
@@ -96,9 +108,11 @@ def _groups(config, seen_scenes: int) -> dict[str, list]:
 
 
 def _score(rows: list[dict]) -> dict:
-  return {"num_views": len(rows),
-          "psnr": float(np.mean([r["psnr"] for r in rows])) if rows else None,
-          "ssim": float(np.mean([r["ssim"] for r in rows])) if rows else None}
+  """Means of psnr, ssim and every lpips_<net> over the rows (None without rows)."""
+  out = {"num_views": len(rows)}
+  for key in evaluation.metric_keys(rows):
+    out[key] = float(np.mean([r[key] for r in rows])) if rows else None
+  return out
 
 
 def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
@@ -113,6 +127,7 @@ def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
       raise ValueError(f"run {name!r} evaluates on different data or settings than "
                        f"{loaded[0][0]!r}; its numbers would not be comparable")
   config0 = loaded[0][1]
+  lpips_fns = evaluation.load_lpips(config0.eval)
   groups = _groups(config0, seen_scenes)
   results = {}
   entries = [(BASELINE, None, None, None, {})] + loaded
@@ -125,8 +140,8 @@ def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
       for label, source, ids in datasets:
         kwargs = dict(predict=evaluation.nearest_view) if model is None else {}
         views += evaluation.evaluate_source(model, {"params": params}, label, source, cfg,
-                                            folder, verbose=verbose, scene_ids=ids,
-                                            **kwargs)
+                                            folder, lpips_fns=lpips_fns, verbose=verbose,
+                                            scene_ids=ids, **kwargs)
       row[group] = _score(views)
       row[group + "_views"] = views
     results[name] = row
@@ -139,17 +154,89 @@ def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
   return results
 
 
+def compare_protocol(runs: Sequence[tuple[str, str]], out_dir: str, protocol: str,
+                     data_root: str, verbose: bool = True) -> dict:
+  """Evaluates every ``(name, workdir)`` on a protocol's frozen views; writes per run
+  ``OUT/protocol_<protocol>/<name>/metrics.json`` and the comparison
+  ``OUT/protocol_<protocol>/zero_shot.{md,json}``; returns the comparison."""
+  if not runs:
+    raise ValueError("no runs given (NAME=WORKDIR ...)")
+  p = protocols.get(protocol)
+  protocols.check_data_root(p, data_root)
+  loaded = [(name,) + load_run(workdir) for name, workdir in runs]
+  sizes = {name: config.eval.get("image_size") for name, config, *_ in loaded}
+  if len({str(tuple(v)) if v else None for v in sizes.values()}) > 1:
+    raise ValueError(f"the runs evaluate at different eval.image_size {sizes}; their "
+                     "numbers would not be comparable")
+  summaries = {}
+  for name, config, model, params, budget in loaded:
+    variables = {"params": params}
+    predict = (lambda m, v, c: lambda ex: evaluation.render_example(m, v, ex, c))(
+        model, variables, config.eval.chunk_size)
+    summary = protocols.run_protocol_eval(
+        protocol, data_root, out_dir, predict,
+        protocols.lpips_functions(config.eval),
+        image_size=config.eval.get("image_size"), verbose=verbose,
+        subdir=name.replace(" ", "_"))
+    summary = {k: v for k, v in summary.items() if k != "views"}
+    summary["budget"] = budget
+    summaries[name] = summary
+  first = next(iter(summaries.values()))
+  result = {"protocol": first["protocol"], "models": summaries,
+            BASELINE: {"overall": first["overall"].get("nearest_view"),
+                       "scenes": [dict(scene=s["scene"], status=s["status"],
+                                       **(s.get("nearest_view") or {}))
+                                  for s in first["scenes"]]}}
+  table = format_protocol_table(result)
+  folder = storage.join(out_dir, f"protocol_{protocol}")
+  storage.write_text(storage.join(folder, "zero_shot.md"), table + "\n")
+  storage.write_json(storage.join(folder, "zero_shot.json"), result, indent=2)
+  if verbose:
+    print(table)
+  return result
+
+
+def format_protocol_table(result: dict) -> str:
+  """Markdown: the differences from the protocol, then one row per model and the nearest
+  source view (PSNR / SSIM / LPIPS-vgg / LPIPS-alex over the scored views); the scenes
+  missing locally are listed."""
+  fmt = lambda v, spec: format(v, spec) if isinstance(v, float) else ("" if v is None
+                                                                       else str(v))
+  p = result["protocol"]
+  lines = [f"Protocol {p['name']} (published LPIPS: {p['lpips_net_published']})", ""]
+  lines += [f"- differs: {d}" for d in p["differences"]]
+  lines += ["", "| model | views | PSNR | SSIM | LPIPS vgg | LPIPS alex |",
+            "|---|---:|---:|---:|---:|---:|"]
+  entries = [(n, s["overall"]) for n, s in result["models"].items()]
+  first = next(iter(result["models"].values()))["overall"]
+  entries.append((BASELINE, dict(num_views=first["num_views"],
+                                 **(first.get("nearest_view") or {}))))
+  for name, o in entries:
+    lines.append(f"| {name} | {o['num_views']} | {fmt(o.get('psnr'), '.2f')} | "
+                 f"{fmt(o.get('ssim'), '.3f')} | {fmt(o.get('lpips_vgg'), '.3f')} | "
+                 f"{fmt(o.get('lpips_alex'), '.3f')} |")
+  if p["missing_scenes"]:
+    lines += ["", f"missing: {', '.join(p['missing_scenes'])}"]
+  return "\n".join(lines)
+
+
 def format_table(results: dict) -> str:
-  """Markdown: model, training budget, unseen and seen PSNR / SSIM."""
+  """Markdown: model, training budget, then unseen and seen PSNR / SSIM / LPIPS (each
+  network evaluated)."""
   fmt = lambda v, spec: "" if v is None else format(v, spec)
-  lines = ["| model | updates | train min | unseen PSNR | unseen SSIM | seen PSNR | seen SSIM |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+  first = next(iter(results.values()))
+  keys = [k for k in first["unseen"] if k != "num_views"]
+  title = lambda k: k.upper() if k in ("psnr", "ssim") else "LPIPS-" + k[len("lpips_"):]
+  spec = lambda k: ".2f" if k == "psnr" else ".3f"
+  lines = ["| model | updates | train min | " +
+           " | ".join(f"{g} {title(k)}" for g in ("unseen", "seen") for k in keys) + " |",
+           "|---|---:|---:|" + "---:|" * (2 * len(keys))]
   for name, r in results.items():
     b = r["budget"]
     lines.append(f"| {name} | {fmt(b.get('updates'), ',d')} | "
-                 f"{fmt(b.get('train_minutes'), '.1f')} | {fmt(r['unseen']['psnr'], '.2f')} | "
-                 f"{fmt(r['unseen']['ssim'], '.3f')} | {fmt(r['seen']['psnr'], '.2f')} | "
-                 f"{fmt(r['seen']['ssim'], '.3f')} |")
+                 f"{fmt(b.get('train_minutes'), '.1f')} | " +
+                 " | ".join(fmt(r[g].get(k), spec(k)) for g in ("unseen", "seen")
+                            for k in keys) + " |")
   return "\n".join(lines)
 
 
@@ -193,6 +280,14 @@ def main(argv):
       storage.check_readable(storage.join(workdir, "checkpoints"), "checkpoints folder")
     except FileNotFoundError as e:
       raise validation.UsageError(f"{workdir}: {e}") from None
+  if _PROTOCOL.value:
+    protocols.check_data_root(protocols.get(_PROTOCOL.value), _PROTOCOL_DATA.value)
+    compare_protocol(_parse_runs(argv[1:]), _OUT.value, _PROTOCOL.value, _PROTOCOL_DATA.value)
+    print(f"wrote {_OUT.value}/protocol_{_PROTOCOL.value}/zero_shot.md, zero_shot.json and "
+          "per-run metrics.json")
+    return
+  if _PROTOCOL_DATA.value:
+    raise validation.UsageError("--protocol_data needs --protocol")
   compare(_parse_runs(argv[1:]), _OUT.value, _SEEN_SCENES.value)
   print(f"wrote {_OUT.value}/zero_shot.md, zero_shot.json and comparison sheets")
 

@@ -108,9 +108,15 @@ def check_eval_config(config: Any) -> None:
       raise UsageError(f"eval.image_size={tuple(size)!r}: give (H, W)")
     for n in size:
       v.integer("eval.image_size[]", n, minimum=1)
-  weights = _get(ev, "lpips_weights", "")
-  if weights and not storage.exists(weights):
-    raise UsageError(f"eval.lpips_weights={weights!r}: no such file")
+  nets = _get(ev, "lpips", "alex,vgg")
+  if not isinstance(nets, str):
+    raise UsageError(f"eval.lpips={nets!r}: give network names joined by ',', e.g. "
+                     "'alex,vgg', or '' for none")
+  names = [n.strip() for n in nets.split(",") if n.strip()]
+  for name in names:
+    v.one_of("eval.lpips[]", name, ("alex", "vgg"))
+  if len(set(names)) != len(names):
+    raise UsageError(f"eval.lpips={nets!r}: a network is named twice")
 
 
 # Keys a resumed run may change: how long and how often it logs, saves and evaluates,

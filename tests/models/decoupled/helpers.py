@@ -19,6 +19,7 @@ def small_config(**train_overrides):
   c.data.global_batch = 2
   c.train.update(num_steps=6, log_every=1, image_every=3, checkpoint_every=3,
                  async_checkpoints=False)
-  c.eval.update(num_source_views=3, max_views_per_scene=1, video_frames=2)
+  # 16x16 views: LPIPS-vgg's smallest; LPIPS-alex needs 31.
+  c.eval.update(num_source_views=3, max_views_per_scene=1, video_frames=2, lpips="vgg")
   c.train.update(**train_overrides)
   return c
