@@ -50,14 +50,22 @@ BASELINE = "nearest source view"
 MISSING = "missing"
 NA = "n/a"
 
-_PROTOCOL = flags.DEFINE_string("protocol", None, "evaluation protocol: "
-                                + ", ".join(PROTOCOLS))
-_FORMAT = flags.DEFINE_string("format", "md", "output format: " + ", ".join(FORMATS))
-_OUT = flags.DEFINE_string("out", None, "write the table to this file (default: stdout)")
-_LPIPS = flags.DEFINE_string("lpips", "published", "LPIPS network: alex, vgg, or "
-                             "published (the network of the protocol's published figures)")
-_ALLOW_INDEX = flags.DEFINE_bool("allow_different_index", False, "compare runs evaluated "
-                                 "on different view indexes (index_sha256)")
+_PROTOCOL = _FORMAT = _OUT = _LPIPS = _ALLOW_INDEX = None  # defined by _define_flags()
+
+
+def _define_flags() -> None:
+  """Flags exist only when this module is the program, so that importing it (tests, other
+  tools) does not clash with other modules' flags of the same names."""
+  global _PROTOCOL, _FORMAT, _OUT, _LPIPS, _ALLOW_INDEX
+  _PROTOCOL = flags.DEFINE_string("protocol", None, "evaluation protocol: "
+                                  + ", ".join(PROTOCOLS))
+  _FORMAT = flags.DEFINE_string("format", "md", "output format: " + ", ".join(FORMATS))
+  _OUT = flags.DEFINE_string("out", None, "write the table to this file (default: stdout)")
+  _LPIPS = flags.DEFINE_string("lpips", "published", "LPIPS network: alex, vgg, or "
+                               "published (the network of the protocol's published "
+                               "figures)")
+  _ALLOW_INDEX = flags.DEFINE_bool("allow_different_index", False, "compare runs "
+                                   "evaluated on different view indexes (index_sha256)")
 
 UsageError = validation.UsageError
 
@@ -479,7 +487,7 @@ def main(argv):
 def run() -> None:
   """The console entry: ``main`` with one-line errors (exit status 2: usage, 1: run;
   ``--verbose``: with the traceback)."""
-  cli.run(main, "movenerf.tools.results_table")
+  cli.run(main, "movenerf.tools.results_table", define=_define_flags)
 
 
 if __name__ == "__main__":
