@@ -434,11 +434,11 @@ def eval_examples(source: views.ViewSource, num_source_views: int = 10,
       if target.depths is not None:
         ex["tgt_depth"] = target.depths[0]
       if image_size is not None:
-        ex = _resize_example(ex, tuple(int(x) for x in image_size))
+        ex = resize_example(ex, tuple(int(x) for x in image_size))
       yield ex
 
 
-def _resize_example(ex: dict, hw: tuple[int, int]) -> dict:
+def resize_example(ex: dict, hw: tuple[int, int]) -> dict:
   """An evaluation example with every image resized to ``hw`` and intrinsics scaled."""
   th, tw = ex["tgt_image"].shape[:2]
   sh, sw = ex["src_images"].shape[1:3]

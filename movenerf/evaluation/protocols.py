@@ -50,7 +50,7 @@ import numpy as np
 
 from movenerf import storage
 from movenerf.data import images as image_ops
-from movenerf.data import samplers
+from movenerf.data import pipeline
 from movenerf.data.formats import record as record_lib
 from movenerf.data.formats import registry
 from movenerf.evaluation import evaluate, hosts, visualize
@@ -723,21 +723,8 @@ def protocol_examples(protocol: Protocol, index: dict,
       if rec.masks is not None:
         ex["tgt_mask"] = rec.masks[t]
       if image_size is not None:
-        ex = _resize(ex, (int(image_size[0]), int(image_size[1])))
+        ex = pipeline.resize_example(ex, (int(image_size[0]), int(image_size[1])))
       yield ex
-
-
-def _resize(ex: dict, hw: tuple[int, int]) -> dict:
-  th, tw = ex["tgt_image"].shape[:2]
-  sh, sw = ex["src_images"].shape[1:3]
-  ex = dict(ex)
-  ex["tgt_image"] = image_ops.resize_image(ex["tgt_image"], hw)
-  ex["tgt_intrinsics"] = samplers.scale_intrinsics_for(ex["tgt_intrinsics"], (th, tw), hw)
-  ex["src_images"] = np.stack([image_ops.resize_image(im, hw) for im in ex["src_images"]])
-  ex["src_intrinsics"] = samplers.scale_intrinsics_for(ex["src_intrinsics"], (sh, sw), hw)
-  if "tgt_mask" in ex:
-    ex["tgt_mask"] = image_ops.resize_nearest(ex["tgt_mask"], hw)
-  return ex
 
 
 # ----------------------------------------------------------------------------- differences
