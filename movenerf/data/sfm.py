@@ -44,6 +44,14 @@ from movenerf.geometry import alignment
 from movenerf.validation import UsageError
 
 MIN_IMAGES = 3
+# COLMAP's camera models that LLFF's pinhole cameras can hold (distortion is estimated
+# and then ignored, as LLFF does), each with its initial parameters for a known focal.
+CAMERA_MODELS = {
+    "SIMPLE_RADIAL": lambda f, w, h: (f, w / 2, h / 2, 0.0),
+    "SIMPLE_PINHOLE": lambda f, w, h: (f, w / 2, h / 2),
+    "PINHOLE": lambda f, w, h: (f, f, w / 2, h / 2),
+    "RADIAL": lambda f, w, h: (f, w / 2, h / 2, 0.0, 0.0),
+}
 MATCHERS = ("auto", "exhaustive", "sequential")
 # LLFF's near/far rule: these percentiles of the depths of the points a view observes.
 NEAR_PERCENTILE, FAR_PERCENTILE = 0.1, 99.9
@@ -228,7 +236,8 @@ def _import_pycolmap():
 
 def _attempt(pycolmap, image_dir: Path, names: Sequence[str], work: Path,
              settings: Settings, pairs: Sequence[tuple[int, int]], num_threads: int,
-             seed: int, log: Log, focal: float | None = None):
+             seed: int, log: Log, focal: float | None = None,
+             camera_model: str = "SIMPLE_RADIAL"):
   """One extraction + matching + mapping; returns the largest model (or None)."""
   if work.exists():
     shutil.rmtree(work)
@@ -237,10 +246,11 @@ def _attempt(pycolmap, image_dir: Path, names: Sequence[str], work: Path,
   pycolmap.Database.open(str(db)).close()
   # One shared camera for all images, created at import.
   reader = pycolmap.ImageReaderOptions()
-  reader.camera_model = "SIMPLE_RADIAL"
-  if focal is not None:  # a known focal: COLMAP keeps it (f, cx, cy, k)
+  reader.camera_model = camera_model
+  if focal is not None:  # a known focal: COLMAP keeps it
     width, height = check_same_size(image_dir, names[:1])
-    reader.camera_params = f"{focal},{width / 2},{height / 2},0"
+    reader.camera_params = ",".join(map(str, CAMERA_MODELS[camera_model](focal, width,
+                                                                         height)))
   pycolmap.import_images(str(db), str(image_dir), camera_mode=pycolmap.CameraMode.SINGLE,
                          image_names=list(names), options=reader)
   ext = pycolmap.FeatureExtractionOptions()
@@ -356,8 +366,8 @@ def _to_numpy(pycolmap_model, names: Sequence[str], settings: str,
 def reconstruct(image_dir, work_dir, names: Sequence[str] | None = None,
                 preset: str = "auto", matcher: str = "exhaustive", overlap: int = 10,
                 num_threads: int = -1, seed: int = 0, log: Log = print,
-                keep_model: Path | None = None, focal: float | None = None
-                ) -> Reconstruction:
+                keep_model: Path | None = None, focal: float | None = None,
+                camera_model: str = "SIMPLE_RADIAL") -> Reconstruction:
   """Structure from motion on the images ``names`` of ``image_dir``.
 
   Args:
@@ -374,6 +384,8 @@ def reconstruct(image_dir, work_dir, names: Sequence[str] | None = None,
     log: receives progress lines.
     focal: the focal length in pixels of the images, when known (e.g. from EXIF or a
       calibration); None: COLMAP estimates it (from 1.2 x the larger side).
+    camera_model: COLMAP's camera model, a key of :data:`CAMERA_MODELS`
+      (``SIMPLE_RADIAL``, LLFF's: one focal and one radial distortion term).
     keep_model: where to write the chosen COLMAP model (binary ``cameras.bin``,
       ``images.bin``, ``points3D.bin``); None: not written.
 
@@ -394,6 +406,9 @@ def reconstruct(image_dir, work_dir, names: Sequence[str] | None = None,
     raise UsageError(f"preset={preset!r}: choose from {', '.join(map(repr, PRESETS))}")
   if focal is not None and not (math.isfinite(focal) and focal > 0):
     raise UsageError(f"focal={focal}: give a positive focal length in pixels")
+  if camera_model not in CAMERA_MODELS:
+    raise UsageError(f"camera_model={camera_model!r}: choose from "
+                     f"{', '.join(map(repr, CAMERA_MODELS))}")
   if matcher not in ("exhaustive", "sequential"):
     raise UsageError(f"matcher={matcher!r}: choose from 'exhaustive', 'sequential'")
   pycolmap = _import_pycolmap()
@@ -407,7 +422,7 @@ def reconstruct(image_dir, work_dir, names: Sequence[str] | None = None,
     log(f"structure from motion, {settings.name} settings ({settings.describe()}): "
         f"{len(names)} images, {len(pairs)} {matcher} pairs")
     model = _attempt(pycolmap, image_dir, names, work_dir / settings.name, settings, pairs,
-                     num_threads, seed, log, focal)
+                     num_threads, seed, log, focal, camera_model)
     seconds = time.perf_counter() - start
     registered = model.num_reg_images() if model is not None else 0
     attempts.append(dict(settings=settings.name, registered=registered, given=len(names),

@@ -14,7 +14,8 @@ H, W, F = 24, 32, 30.0
 
 def _reconstruction(n=6, registered=None, seed=0) -> sfm.Reconstruction:
   """Cameras of a generated forward rig and random points in front of them."""
-  scene_c2w = procedural._cameras(seed, "forward", n).astype(np.float64)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  scene_c2w = procedural._cameras(seed, "forward", n).astype(np.float64)
   rng = np.random.default_rng(seed)
   points = np.concatenate([rng.uniform(-2, 2, (200, 2)), rng.uniform(3, 9, (200, 1))], 1)
   vis = rng.uniform(size=(200, n)) < 0.6
