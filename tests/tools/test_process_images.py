@@ -230,7 +230,8 @@ def test_bad_options_are_named(tmp_path, kwargs, match):
 def test_no_overlap_exits_1_and_leaves_nothing(tmp_path):
   rng = np.random.default_rng(0)
   src = _save(tmp_path / "photos", rng.integers(0, 255, (3, 48, 48, 3), dtype=np.uint8))
-  done = _run("--images", str(src), "--out", str(tmp_path / "scene"), "--threads", "2")
+  done = _run("--images", str(src), "--out", str(tmp_path / "scene"), "--threads", "2",
+              "--preset", "fast")
   assert done.returncode == 1, done.stderr
   last = done.stderr.strip().splitlines()[-1]
   assert last.startswith("movenerf.tools.process_images: structure from motion "
