@@ -7,14 +7,13 @@ video frames) and incremental mapping. It reports progress (stage, count, rate, 
 through a callback and returns a :class:`Reconstruction` in plain NumPy.
 
 Settings. ``auto`` (the default) first runs COLMAP's defaults with one shared camera
-(``fast``: fern's 20 ``images_8`` photos register in seconds), and when that leaves an
-image unregistered, runs ``robust`` again from scratch: SIFT with affine shape and
-domain-size pooling and up to 16384 features, guided matching, and a mapper that starts
-from 50 (not 100) inlier matches and registers an image from 15 (not 30) inliers. With
-the defaults none of flower's 34 ``images_8`` photos register (3 with a camera per
-image); with ``robust`` all do, within 0.15 degrees and 0.4 % of the rig's extent of the
-published LLFF poses, at about four times the cost (matching 16384 features per image
-dominates: 14 of its 18 minutes on a busy 2-core CPU, against 4 for the ``fast`` pass).
+(``fast``: enough for fern's 20 ``images_8`` photos), and when that leaves an image
+unregistered, runs ``robust`` again from scratch: SIFT with affine shape and domain-size
+pooling and up to 16384 features, guided matching, and a mapper that starts from 50 (not
+100) inlier matches and registers an image from 15 (not 30) inliers. With the defaults
+none of flower's 34 ``images_8`` photos register (3 with a camera per image); with
+``robust`` all do, at several times the cost, most of it matching
+(``benchmarks/sfm_cpu_2core.json`` has the figures).
 
 LLFF layout. :func:`poses_bounds` writes what LLFF's ``imgs2poses.py`` writes
 (``llff/poses/pose_utils.py``, ``load_colmap_data`` and ``save_poses``): per view a

@@ -4,15 +4,15 @@ failed reconstructions are one line naming the images, and leave nothing behind.
 
 Thresholds (max over views; centre error relative to the reference rig's extent, its
 largest distance between two camera centres), from the values measured with pycolmap
-4.2.1 on this project's 2-core CPU:
+4.2.1 (``benchmarks/sfm_cpu_2core.json``):
 
 * fern, 20 ``images_8`` photos against the published LLFF poses (COLMAP's, from the
   4032x3024 originals): measured 0.41 deg rotation (0.20 deg between pairs, no alignment
   involved) and 0.53 % centre error; held under 1 deg and 1 %, about twice that, which
   still flags a wrong axis order (90 deg) or a wrong scale/focal (several %).
-* flower, 34 ``images_8`` photos (``MOVENERF_SLOW_TESTS=1``; 23 minutes on a busy 2-core
-  CPU, 16 CPU-minutes): none register with the defaults, all with the robust retry;
-  measured 0.15 deg (0.11 between pairs) and 0.40 %; held under the same 1 deg and 1 %.
+* flower, 34 ``images_8`` photos (``MOVENERF_SLOW_TESTS=1``: it takes many minutes): none
+  register with the defaults, all with the robust retry; measured 0.15 deg (0.11 between
+  pairs) and 0.40 %; held under the same 1 deg and 1 %.
 * a generated forward-facing scene (16 views, 192x192, exact cameras): over five runs
   (COLMAP's threads make runs differ) 1.6 to 1.8 deg and 1.5 to 2.0 %, and the focal
   4 to 11 % above the true one (seed 1 of the same layout: 2.0 deg, 1.7 %). A small,
@@ -159,7 +159,7 @@ def test_fern_registers_every_photo_near_the_published_poses(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not SLOW, reason="about 20 minutes: set MOVENERF_SLOW_TESTS=1")
+@pytest.mark.skipif(not SLOW, reason="many minutes: set MOVENERF_SLOW_TESTS=1")
 @needs_pycolmap
 def test_flower_registers_every_photo_near_the_published_poses(tmp_path):
   summary = _llff_scene(tmp_path, "flower", 34)
