@@ -23,10 +23,11 @@ SCRIPTS = {
     "movenerf-render-view": "movenerf.cli:render_view",
     "movenerf-image-metrics": "movenerf.cli:image_metrics",
     "movenerf-results-table": "movenerf.cli:results_table",
+    "movenerf-process-images": "movenerf.cli:process_images",
 }
 # Installed by the extras only (data, training, video).
 OPTIONAL = ("tensorflow_datasets", "grain", "orbax", "tensorboardX", "imageio",
-            "imageio_ffmpeg")
+            "imageio_ffmpeg", "pycolmap")
 # The core: importable with none of OPTIONAL.
 CORE_MODULES = ("movenerf", "movenerf.moe", "movenerf.moe.layer", "movenerf.models.gnt.model",
                 "movenerf.models.decoupled.model", "movenerf.models.registry",
@@ -108,7 +109,7 @@ def test_wheel_core_requirements_leave_out_the_extras(wheel):
   assert core == {"jax", "jaxlib", "flax", "optax", "chex", "numpy", "pillow",
                   "ml-collections"}
   extras = {l.split("extra ==")[1].strip().strip("'\"") for l in lines if "extra ==" in l}
-  assert {"data", "training", "video", "cloud", "torch", "all"} <= extras
+  assert {"data", "training", "video", "cloud", "torch", "sfm", "all"} <= extras
 
 
 def test_a_program_without_its_extra_names_the_extra_to_install():
