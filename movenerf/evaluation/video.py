@@ -22,11 +22,14 @@ import time
 import warnings
 from typing import Iterable
 
+import imageio.v3 as iio
 import imageio_ffmpeg
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from movenerf import storage
+from movenerf.data import samplers
 from movenerf.evaluation import visualize
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
@@ -77,6 +80,15 @@ def _quiet_fork_warning():
     warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called",
                             category=RuntimeWarning)
     yield
+
+
+def read_frame(path: str, index: int) -> np.ndarray:
+  """Frame ``index`` of a video (a local path or a URL) as [H, W, 3] uint8."""
+  with _quiet_fork_warning():
+    if storage.is_remote(path):
+      return np.asarray(iio.imread(storage.read_bytes(path), index=index, extension=".mp4",
+                                   plugin="FFMPEG"))
+    return np.asarray(iio.imread(path, index=index, plugin="FFMPEG"))
 
 
 def _verify_video(path: str, size: tuple[int, int], num_frames: int, fps: float) -> None:
@@ -216,6 +228,14 @@ def side_by_side(rgb, depth, lo: float, hi: float) -> np.ndarray:
   return np.concatenate([rgb8, visualize.to_uint8(visualize.colorize(depth, lo, hi))], axis=1)
 
 
+def frame_sources(path_c2w, pool_c2w, num_views: int, method: str = "position"
+                  ) -> np.ndarray:
+  """[F, num_views] indices of the pool cameras nearest to each frame of a path, nearest
+  first (``samplers.select_source_views``, as evaluation picks them)."""
+  return np.stack([samplers.select_source_views(c, pool_c2w, num_views, method=method)
+                   for c in np.asarray(path_c2w)])
+
+
 def _umask() -> int:
   mask = os.umask(0)
   os.umask(mask)
@@ -226,16 +246,18 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
                  height: int, width: int, near: float, far: float, chunk_size: int,
                  out_path: str, fps: float = 24, progress: bool = True,
                  depth_range: tuple[float, float] | None = None,
-                 map_fn=None) -> str | None:
+                 map_fn=None, source_ids=None) -> str | None:
   """Renders every camera of a path and writes an RGB | depth MP4.
 
-  The family's renderer encodes the source views once for the whole video and renders
-  each frame (GNT: its H * W rays in chunks of one compiled program).
+  The family's renderer encodes the source views once for the whole video (with
+  ``source_ids``, once per run of frames that share their sources) and renders each
+  frame (GNT: its H * W rays in chunks of one compiled program).
   Depth colours use one scale for the whole video, so that they do not flicker.
 
   Args:
     family, variables: a model family (:mod:`movenerf.models.family`) and its variables.
-    sources: V source views.
+    sources: V source views for every frame, or with ``source_ids`` the pool they are
+      chosen from.
     intrinsics: [3, 3] for every frame, or [F, 3, 3].
     path_c2w: [F, 4, 4] camera-to-world matrices (e.g. from ``movenerf.geometry.camera_paths``).
     height, width: frame size H x W of each rendered view.
@@ -249,6 +271,9 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
       (``evaluate.scene_depth_range``), the one of its depth PNGs.
     map_fn: ``map_fn(fn, range(F))`` yields ``(i, fn(i))``: spreads the frames over the
       processes (``hosts.map_to_chief``); default: every frame here, in order.
+    source_ids: [F, V'] indices into ``sources``: the source views of each frame (e.g.
+      the ones nearest to it, ``frame_sources``); default: all of ``sources`` for every
+      frame.
 
   Returns:
     ``out_path`` (None on a process that wrote nothing); the video is F frames of
@@ -271,10 +296,28 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
                                       and depth_range[1] > depth_range[0]):
     raise ValueError(f"depth_range must be finite (lo, hi) with hi > lo, got {depth_range}")
 
-  render_frame = family.renderer(variables, sources, near, far, chunk_size)
+  if source_ids is not None:
+    source_ids = np.asarray(source_ids)
+    if (source_ids.ndim != 2 or len(source_ids) != num_frames or source_ids.shape[1] < 1
+        or not np.issubdtype(source_ids.dtype, np.integer) or source_ids.min() < 0
+        or source_ids.max() >= sources.num_views):
+      raise ValueError(f"source_ids must be [{num_frames}, V] indices into the "
+                       f"{sources.num_views} source views, got {source_ids.shape} "
+                       f"{source_ids.dtype}")
+  renderers: dict = {}
+
+  def renderer_of(i):
+    """The renderer of frame i's sources (one kept: paths change sources rarely)."""
+    key = None if source_ids is None else tuple(int(v) for v in source_ids[i])
+    if key not in renderers:
+      renderers.clear()
+      chosen = sources if key is None else jax.tree.map(lambda a: a[np.asarray(key)],
+                                                         sources)
+      renderers[key] = family.renderer(variables, chosen, near, far, chunk_size)
+    return renderers[key]
 
   def frame(i):
-    out = render_frame(Cameras(jnp.asarray(k[i]), jnp.asarray(c2w[i]), height, width))
+    out = renderer_of(i)(Cameras(jnp.asarray(k[i]), jnp.asarray(c2w[i]), height, width))
     # uint8: 4x less memory than float.
     return {"rgb": visualize.to_uint8(out["rgb"].reshape(height, width, 3)),
             "depth": np.asarray(out["depth"]).reshape(height, width).astype(np.float32)}

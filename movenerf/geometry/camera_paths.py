@@ -5,6 +5,8 @@
 * ``spiral_path``: forward-facing (LLFF-style) captures. A spiral in the plane of the
   average camera, every frame looking at one focus point in front of the rig.
 * ``auto_path``: picks one of the two from how widely the optical axes spread.
+* ``interpolate_path``: through the input cameras themselves, in a nearest-neighbour
+  chain, at constant speed (centres linear, rotations spherical between neighbours).
 
 All poses follow the library convention (``movenerf.geometry.cameras``): [4, 4] OpenCV
 camera-to-world matrices (x right, y down, z forward). Paths are returned as float32
@@ -268,6 +270,108 @@ def spiral_path(c2w, near: float, far: float, num_frames: int, rots: float = 2.0
   for t in np.linspace(0.0, 2.0 * np.pi * rots, num_frames, endpoint=False):
     eye = mean_centre + rot @ (radii * np.array([np.cos(t), np.sin(t), np.sin(zrate * t)]))
     path.append(look_at(eye, target, up))
+  return _stack_path(path)
+
+
+def rotation_to_quaternion(rot) -> np.ndarray:
+  """[3, 3] rotation -> unit quaternion (w, x, y, z) with w >= 0."""
+  m = np.asarray(rot, np.float64)
+  # The largest of the four squared components gives a well-conditioned division.
+  sq = np.array([1 + m[0, 0] + m[1, 1] + m[2, 2], 1 + m[0, 0] - m[1, 1] - m[2, 2],
+                 1 - m[0, 0] + m[1, 1] - m[2, 2], 1 - m[0, 0] - m[1, 1] + m[2, 2]])
+  k = int(np.argmax(sq))
+  r = 0.5 * np.sqrt(max(sq[k], 1e-300))
+  d = 0.25 / r
+  if k == 0:
+    q = [r, (m[2, 1] - m[1, 2]) * d, (m[0, 2] - m[2, 0]) * d, (m[1, 0] - m[0, 1]) * d]
+  elif k == 1:
+    q = [(m[2, 1] - m[1, 2]) * d, r, (m[0, 1] + m[1, 0]) * d, (m[0, 2] + m[2, 0]) * d]
+  elif k == 2:
+    q = [(m[0, 2] - m[2, 0]) * d, (m[0, 1] + m[1, 0]) * d, r, (m[1, 2] + m[2, 1]) * d]
+  else:
+    q = [(m[1, 0] - m[0, 1]) * d, (m[0, 2] + m[2, 0]) * d, (m[1, 2] + m[2, 1]) * d, r]
+  q = np.asarray(q) / np.linalg.norm(q)
+  return -q if q[0] < 0 else q
+
+
+def quaternion_to_rotation(q) -> np.ndarray:
+  """Unit quaternion (w, x, y, z) -> [3, 3] rotation."""
+  w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
+  return np.array([
+      [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def slerp(q0, q1, t: float) -> np.ndarray:
+  """Spherical interpolation between unit quaternions along the shorter arc (t in [0, 1])."""
+  q0, q1 = np.asarray(q0, np.float64), np.asarray(q1, np.float64)
+  dot = float(q0 @ q1)
+  if dot < 0:
+    q1, dot = -q1, -dot
+  if dot > 1 - 1e-9:  # (nearly) the same rotation
+    q = q0 + t * (q1 - q0)
+    return q / np.linalg.norm(q)
+  theta = np.arccos(dot)
+  return (np.sin((1 - t) * theta) * q0 + np.sin(t * theta) * q1) / np.sin(theta)
+
+
+def neighbour_chain(c2w) -> np.ndarray:
+  """An order of the cameras that walks between nearby centres: a greedy nearest-neighbour
+  chain from the camera farthest from the mean centre (one end of the rig)."""
+  centres = _check_poses(c2w)[:, :3, 3]
+  dist = np.linalg.norm(centres[:, None] - centres[None], axis=-1)
+  order = [int(np.argmax(np.linalg.norm(centres - centres.mean(0), axis=-1)))]
+  left = set(range(len(centres))) - set(order)
+  while left:
+    nxt = min(left, key=lambda j: (dist[order[-1], j], j))
+    order.append(nxt)
+    left.remove(nxt)
+  return np.asarray(order)
+
+
+def interpolate_path(c2w, num_frames: int, order=None) -> np.ndarray:
+  """A path through the input cameras: frame 0 is the first camera of ``order``, the last
+  frame its last camera; between two cameras the centre moves along the straight segment
+  and the rotation turns spherically (slerp). Frames are spaced evenly in a measure that
+  gives each segment its share of the centres' path plus its share of the total turn.
+
+  Args:
+    c2w: [N, 4, 4] camera-to-world matrices (N >= 2).
+    num_frames: F >= 2.
+    order: the cameras to pass, in order (indices into ``c2w``); default
+      ``neighbour_chain(c2w)``.
+
+  Returns:
+    [F, 4, 4] float32 camera-to-world matrices.
+  """
+  poses = _check_poses(c2w, min_views=2)
+  num_frames = _check_num_frames(num_frames)
+  if num_frames < 2:
+    raise ValueError(f"an interpolated path needs at least 2 frames, got {num_frames}")
+  order = neighbour_chain(poses) if order is None else np.asarray(order, np.int64)
+  if order.ndim != 1 or len(order) < 2 or order.min() < 0 or order.max() >= len(poses):
+    raise ValueError(f"order must list at least 2 of the {len(poses)} cameras, got {order}")
+  keys = poses[order]
+  centres = keys[:, :3, 3]
+  seg = np.linalg.norm(np.diff(centres, axis=0), axis=-1)
+  quats = [rotation_to_quaternion(k[:3, :3]) for k in keys]
+  angles = np.array([2 * np.arccos(min(1.0, abs(float(a @ b))))
+                     for a, b in zip(quats[:-1], quats[1:])])
+  # A segment's length is its share of the path plus its share of the turning, so that
+  # cameras at one centre (a rotating tripod) still take frames to turn.
+  step = sum(x / x.sum() for x in (seg, angles) if x.sum() > 1e-12)
+  if np.isscalar(step):
+    raise ValueError("every camera of the path has the same pose")
+  cum = np.concatenate([[0.0], np.cumsum(step)])
+  path = []
+  for s in np.linspace(0.0, cum[-1], num_frames):
+    i = int(np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(keys) - 2))
+    t = 0.0 if step[i] == 0 else float((s - cum[i]) / step[i])
+    pose = np.eye(4)
+    pose[:3, :3] = quaternion_to_rotation(slerp(quats[i], quats[i + 1], t))
+    pose[:3, 3] = (1 - t) * centres[i] + t * centres[i + 1]
+    path.append(pose)
   return _stack_path(path)
 
 

@@ -269,3 +269,51 @@ def test_render_video_validates_inputs(tmp_path):
     video.render_video(family, {}, None, np.eye(4), bad[:1], 8, 8, 1.0, 2.0, 64,
                        str(tmp_path / "x.mp4"))
   assert os.listdir(tmp_path) == []
+
+
+class _SourceColourFamily:
+  """A stand-in family whose frames are one grey level: the mean of its sources' first
+  pixel; it counts how often it encodes sources."""
+
+  def __init__(self):
+    self.encoded = []
+
+  def renderer(self, variables, sources, near, far, chunk_size):
+    self.encoded.append(np.asarray(sources.images[:, 0, 0, 0]))
+    level = float(np.mean(sources.images[:, 0, 0, 0]))
+
+    def render(camera):
+      hw = (camera.height, camera.width)
+      return {"rgb": jnp.full(hw + (3,), level), "depth": jnp.full(hw, 1.5)}
+
+    return render
+
+
+def test_render_video_takes_each_frames_own_sources(tmp_path):
+  levels = np.array([0.1, 0.3, 0.5, 0.7, 0.9], np.float32)
+  images = np.broadcast_to(levels[:, None, None, None], (5, SIZE, SIZE, 3))
+  cams = Cameras(jnp.tile(jnp.eye(3), (5, 1, 1)), jnp.tile(jnp.eye(4), (5, 1, 1)), SIZE,
+                 SIZE)
+  pool = SourceViews(jnp.asarray(images), cams)
+  ids = np.array([[0, 1], [0, 1], [3, 4], [3, 4], [2, 2], [0, 1]])
+  family = _SourceColourFamily()
+  path = np.tile(np.eye(4, dtype=np.float32), (6, 1, 1))
+  out = video.render_video(family, {}, pool, np.eye(3) * SIZE, path, SIZE, SIZE, 1.0, 2.0, 64,
+                           str(tmp_path / "v.mp4"), progress=False, source_ids=ids)
+  # Sources are encoded once per run of frames that share them.
+  assert [list(np.round(e, 2)) for e in family.encoded] == [
+      [0.1, 0.3], [0.7, 0.9], [0.5, 0.5], [0.1, 0.3]]
+  frames = _read(out)[:, :, :SIZE].astype(float) / 255.0
+  np.testing.assert_allclose(frames.mean(axis=(1, 2, 3)), [0.2, 0.2, 0.8, 0.8, 0.5, 0.2],
+                             atol=0.02)
+  with pytest.raises(ValueError, match=r"source_ids must be \[6, V\] indices into the 5"):
+    video.render_video(family, {}, pool, np.eye(3), path, SIZE, SIZE, 1.0, 2.0, 64,
+                       str(tmp_path / "w.mp4"), source_ids=ids + 1)
+
+
+def test_frame_sources_are_the_nearest_pool_views():
+  pool = np.tile(np.eye(4), (4, 1, 1))
+  pool[:, 0, 3] = [0.0, 1.0, 2.0, 3.0]
+  path = np.tile(np.eye(4), (2, 1, 1))
+  path[:, 0, 3] = [0.2, 2.9]
+  np.testing.assert_array_equal(video.frame_sources(path, pool, 2), [[0, 1], [3, 2]])

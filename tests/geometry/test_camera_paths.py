@@ -179,3 +179,48 @@ def test_path_input_validation(object_scene):
   outward = c2w.astype(np.float64) @ np.diag([-1.0, 1.0, -1.0, 1.0])
   with pytest.raises(ValueError, match="behind"):
     camera_paths.circle_path(outward, 8)
+
+
+def _rot_z(deg):
+  a = np.radians(deg)
+  return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1.0]])
+
+
+def test_quaternions_round_trip_and_slerp_turns_at_constant_rate():
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    rot = camera_paths.quaternion_to_rotation(q)
+    np.testing.assert_allclose(rot @ rot.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(camera_paths.rotation_to_quaternion(rot),
+                               q if q[0] >= 0 else -q, atol=1e-12)
+  q0 = camera_paths.rotation_to_quaternion(np.eye(3))
+  q1 = camera_paths.rotation_to_quaternion(_rot_z(90))
+  for t in (0.0, 0.25, 0.5, 1.0):
+    np.testing.assert_allclose(
+        camera_paths.quaternion_to_rotation(camera_paths.slerp(q0, q1, t)), _rot_z(90 * t),
+        atol=1e-12)
+
+
+def test_interpolate_path_passes_the_cameras_at_constant_speed():
+  # Three cameras on a line, 1 and 3 units apart, turning 0 -> 90 -> 90 degrees.
+  c2w = np.tile(np.eye(4), (3, 1, 1))
+  c2w[:, :3, 3] = [[0, 0, 0], [1, 0, 0], [4, 0, 0]]
+  c2w[1, :3, :3] = c2w[2, :3, :3] = _rot_z(90)
+  path = camera_paths.interpolate_path(c2w, 9, order=[0, 1, 2])
+  assert path.shape == (9, 4, 4) and path.dtype == np.float32
+  np.testing.assert_allclose(path[0], c2w[0], atol=1e-6)
+  np.testing.assert_allclose(path[-1], c2w[2], atol=1e-6)
+  # Measure: segment 1 = 1/4 of the length + all of the turn = 1.25, segment 2 = 0.75;
+  # 9 frames at 2/8 apart: frame 5 (s = 1.25) is camera 1, frame 2 (s = 0.5) is 40 % of
+  # segment 1 (centre 0.4, 36 degrees).
+  np.testing.assert_allclose(path[5], c2w[1], atol=1e-6)
+  np.testing.assert_allclose(path[2, :3, 3], [0.4, 0, 0], atol=1e-6)
+  np.testing.assert_allclose(path[2, :3, :3], _rot_z(36), atol=1e-6)
+  np.testing.assert_allclose(np.linalg.det(path[:, :3, :3]), 1.0, atol=1e-5)
+  # Default order: a nearest-neighbour chain from one end of the rig.
+  shuffled = c2w[[1, 2, 0]]
+  assert list(camera_paths.neighbour_chain(shuffled)) == [1, 0, 2]  # x = 4, 1, 0
+  with pytest.raises(ValueError, match="same pose"):
+    camera_paths.interpolate_path(np.tile(np.eye(4), (3, 1, 1)), 5)
