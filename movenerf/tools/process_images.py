@@ -42,29 +42,39 @@ from movenerf import cli
 from movenerf.data import sfm
 from movenerf.validation import UsageError
 
-_IMAGES = flags.DEFINE_string("images", None, "folder of photos (one size)")
-_VIDEO = flags.DEFINE_string("video", None, "a video file (frames are taken from it)")
-_FPS = flags.DEFINE_float("fps", None, "with --video: frames per second to take "
-                          "(default 2 unless --frames)")
-_FRAMES = flags.DEFINE_integer("frames", None, "with --video: this many frames, evenly "
-                               "spaced")
-_OUT = flags.DEFINE_string("out", None, "the scene folder to write", required=True)
-_DOWNSCALE = flags.DEFINE_integer("downscale", 1, "also write images_K/ downscaled K times")
-_PRESET = flags.DEFINE_enum("preset", "auto", list(sfm.PRESETS),
-                            "COLMAP settings: auto = fast, then robust if an image is "
-                            "left unregistered")
-_MATCHER = flags.DEFINE_enum("matcher", "auto", list(sfm.MATCHERS),
-                             "auto: exhaustive for photos, sequential for video frames")
-_OVERLAP = flags.DEFINE_integer("overlap", 10, "sequential matching: neighbours per frame")
-_ALLOW_PARTIAL = flags.DEFINE_bool("allow_partial", False, "keep the registered images "
-                                   "when some do not register (else an error)")
-_OVERWRITE = flags.DEFINE_bool("overwrite", False, "replace an existing OUT")
-_THREADS = flags.DEFINE_integer("threads", -1, "CPU threads (-1: all)")
-_FOCAL = flags.DEFINE_float("focal", None, "the images' focal length in pixels, when "
-                            "known (default: estimated)")
-_CAMERA_MODEL = flags.DEFINE_enum("camera_model", "SIMPLE_RADIAL", list(sfm.CAMERA_MODELS),
-                                  "COLMAP's camera model (SIMPLE_RADIAL: LLFF's)")
-_SEED = flags.DEFINE_integer("seed", 0, "COLMAP's random seed")
+# Defined by _define_flags() when run as a program (other tools define --out, --frames).
+_F: dict = {}
+
+
+def _define_flags() -> None:
+  """The program's flags; importing the module (tests, other tools) defines none."""
+  define = {"string": flags.DEFINE_string, "float": flags.DEFINE_float,
+            "integer": flags.DEFINE_integer, "bool": flags.DEFINE_bool}
+  for kind, name, default, text in (
+      ("string", "images", None, "folder of photos (one size)"),
+      ("string", "video", None, "a video file (frames are taken from it)"),
+      ("float", "fps", None, "with --video: frames per second to take (default 2 unless "
+       "--frames)"),
+      ("integer", "frames", None, "with --video: this many frames, evenly spaced"),
+      ("integer", "downscale", 1, "also write images_K/ downscaled K times"),
+      ("integer", "overlap", 10, "sequential matching: neighbours per frame"),
+      ("bool", "allow_partial", False, "keep the registered images when some do not "
+       "register (else an error)"),
+      ("bool", "overwrite", False, "replace an existing OUT"),
+      ("integer", "threads", -1, "CPU threads (-1: all)"),
+      ("float", "focal", None, "the images' focal length in pixels, when known (default: "
+       "estimated)"),
+      ("integer", "seed", 0, "COLMAP's random seed")):
+    _F[name] = define[kind](name, default, text)
+  _F["out"] = flags.DEFINE_string("out", None, "the scene folder to write", required=True)
+  _F["preset"] = flags.DEFINE_enum("preset", "auto", list(sfm.PRESETS), "COLMAP settings: "
+                                   "auto = fast, then robust if an image is left unregistered")
+  _F["matcher"] = flags.DEFINE_enum("matcher", "auto", list(sfm.MATCHERS), "auto: "
+                                    "exhaustive for photos, sequential for video frames")
+  _F["camera_model"] = flags.DEFINE_enum("camera_model", "SIMPLE_RADIAL",
+                                         list(sfm.CAMERA_MODELS),
+                                         "COLMAP's camera model (SIMPLE_RADIAL: LLFF's)")
+
 
 DEFAULT_FPS = 2.0
 
@@ -264,17 +274,15 @@ def process(out: str, images: str | None = None, video: str | None = None,
 def main(argv):
   if len(argv) > 1:
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  process(_OUT.value, images=_IMAGES.value, video=_VIDEO.value, fps=_FPS.value,
-          frames=_FRAMES.value, downscale=_DOWNSCALE.value, preset=_PRESET.value,
-          matcher=_MATCHER.value, overlap=_OVERLAP.value, allow_partial=_ALLOW_PARTIAL.value,
-          overwrite=_OVERWRITE.value, threads=_THREADS.value, seed=_SEED.value,
-          focal=_FOCAL.value, camera_model=_CAMERA_MODEL.value)
+  keys = ("images", "video", "fps", "frames", "downscale", "preset", "matcher", "overlap",
+          "allow_partial", "overwrite", "threads", "seed", "focal", "camera_model")
+  process(_F["out"].value, **{k: _F[k].value for k in keys})
 
 
 def program() -> None:
   """The ``movenerf-process-images`` console script: ``main`` with one-line errors (exit
   status 2: bad input, 1: structure from motion failed; ``--verbose``: the traceback)."""
-  cli.run(main, "movenerf.tools.process_images")
+  cli.run(main, "movenerf.tools.process_images", define=_define_flags)
 
 
 if __name__ == "__main__":
