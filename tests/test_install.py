@@ -24,6 +24,7 @@ SCRIPTS = {
     "movenerf-image-metrics": "movenerf.cli:image_metrics",
     "movenerf-results-table": "movenerf.cli:results_table",
     "movenerf-process-images": "movenerf.cli:process_images",
+    "movenerf-check-cameras": "movenerf.cli:check_cameras",
 }
 # Installed by the extras only (data, training, video).
 OPTIONAL = ("tensorflow_datasets", "grain", "orbax", "tensorboardX", "imageio",
