@@ -25,6 +25,7 @@ SCRIPTS = {
     "movenerf-results-table": "movenerf.cli:results_table",
     "movenerf-process-images": "movenerf.cli:process_images",
     "movenerf-render-path": "movenerf.cli:render_path",
+    "movenerf-check-cameras": "movenerf.cli:check_cameras",
 }
 # Installed by the extras only (data, training, video).
 OPTIONAL = ("tensorflow_datasets", "grain", "orbax", "tensorboardX", "imageio",

@@ -8,5 +8,9 @@
 * :mod:`~movenerf.data.samplers`: source views, target pixels, dataset mixtures.
 * :mod:`~movenerf.data.pipeline`: training and evaluation examples, grain batches.
 * :mod:`~movenerf.data.sources`: the view source of an experiment config's dataset entry.
+* :mod:`~movenerf.data.sfm`: structure from motion (pycolmap) into the LLFF layout.
+* :mod:`~movenerf.data.matching`: keypoints matched between photos (pycolmap's SIFT).
+* :mod:`~movenerf.data.camera_check`: do a scene's cameras agree with its images, depth
+  or sparse points.
 * ``tfds/``: the TFDS builder, its per-format catalog and the build command.
 """

@@ -23,7 +23,9 @@ height, width and focal of the images SfM ran on, then near and far: the 0.1 and
 percentiles (NumPy's linear interpolation, LLFF's ``np.percentile(zs, .1)`` and
 ``np.percentile(zs, 99.9)``) of the z-depths of the sparse points that view observes.
 :func:`movenerf.data.formats.llff.read_llff` reads it back (and scales the focal to the
-``images_K`` it reads).
+``images_K`` it reads); :func:`read_sparse` reads back the sparse points, with where
+each view observed them (from COLMAP's model in ``sparse/0/``), for the camera check
+(:mod:`movenerf.data.camera_check`).
 """
 
 from __future__ import annotations
@@ -557,3 +559,81 @@ def compare_poses_bounds(pb, pb_ref) -> alignment.PoseErrors:
   arrays of the same views in the same order) after a similarity alignment of the
   centres: :func:`movenerf.geometry.alignment.pose_errors`."""
   return alignment.pose_errors(llff_cameras(pb), llff_cameras(pb_ref))
+
+
+# --- the sparse points of a written scene ------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class SparsePoints:
+  """The sparse points of a scene :func:`write_llff` wrote, for its views in file-name
+  order (the rows of ``poses_bounds.npy``)."""
+
+  points: np.ndarray  # [P, 3] float64, world
+  visibility: np.ndarray  # [P, N] bool, point p observed in view i
+  # [P, N, 2] float64 where each view observed each point, in pixels of images of
+  # ``image_size`` (the library's integer pixel centres); NaN where it did not. None when
+  # the scene has no COLMAP model (``sparse/0/``) or pycolmap is not installed.
+  observations: np.ndarray | None
+
+
+def read_sparse(scene_dir, image_size: tuple[int, int] | None = None
+                ) -> SparsePoints | None:
+  """The sparse points of an LLFF-layout scene (``sparse/points3D.npy`` and
+  ``visibility.npy``), or None when it has none.
+
+  Args:
+    scene_dir: the scene folder.
+    image_size: (width, height) of the images the observations are wanted for (e.g. an
+      ``images_K/`` folder; default: the images structure from motion ran on).
+
+  The observations come from COLMAP's model in ``sparse/0/`` (read with pycolmap; its
+  registered images sorted by name are the views; its points are found among
+  ``points3D.npy``'s by their coordinates), scaled to ``image_size``.
+
+  Raises:
+    ValueError: the files disagree in their number of points.
+  """
+  sparse = Path(scene_dir) / "sparse"
+  if not (sparse / "points3D.npy").is_file() or not (sparse / "visibility.npy").is_file():
+    return None
+  points = np.load(sparse / "points3D.npy", allow_pickle=False).astype(np.float64)
+  visibility = np.load(sparse / "visibility.npy", allow_pickle=False).astype(bool)
+  if points.ndim != 2 or points.shape[1] != 3 or visibility.shape[0] != len(points):
+    raise ValueError(f"{sparse}: points3D.npy {points.shape} and visibility.npy "
+                     f"{visibility.shape} do not describe the same [P, 3] points")
+  observations = None
+  if (sparse / "0").is_dir():
+    try:
+      pycolmap = _import_pycolmap()
+    except ImportError:
+      pycolmap = None
+    if pycolmap is not None:
+      observations = _observations(pycolmap, sparse / "0", points, visibility.shape[1],
+                                   image_size)
+  return SparsePoints(points, visibility, observations)
+
+
+def _observations(pycolmap, model_dir: Path, points: np.ndarray, num_views: int,
+                  image_size: tuple[int, int] | None) -> np.ndarray | None:
+  """[P, N, 2] observed pixels of ``points`` from a COLMAP model (None when its
+  registered images are not ``num_views``)."""
+  model = pycolmap.Reconstruction(str(model_dir))
+  images = sorted((image for image in model.images.values() if image.has_pose),
+                  key=lambda image: image.name)
+  if len(images) != num_views:
+    return None
+  row = {points[p].tobytes(): p for p in range(len(points))}
+  out = np.full([len(points), num_views, 2], np.nan)
+  for view, image in enumerate(images):
+    camera = model.cameras[image.camera_id]
+    scale = (np.array([image_size[0] / camera.width, image_size[1] / camera.height])
+             if image_size is not None else np.ones(2))
+    for point2d in image.points2D:
+      if not point2d.has_point3D():
+        continue
+      xyz = np.asarray(model.points3D[point2d.point3D_id].xyz, np.float64)
+      p = row.get(xyz.tobytes())
+      if p is not None:
+        # COLMAP's pixel centres are at half-integers, the library's at integers.
+        out[p, view] = np.asarray(point2d.xy, np.float64) * scale - 0.5
+  return out

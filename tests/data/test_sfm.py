@@ -136,3 +136,17 @@ def test_progress_lines_have_rate_and_eta():
     progress.update(i)
   assert lines[0].startswith("features: 1/4 images, ") and "ETA" in lines[0]
   assert lines[-1].startswith("features: 4/4 images, ") and "done in" in lines[-1]
+
+
+def test_sparse_points_read_back(tmp_path):
+  rec = _reconstruction(n=4)
+  _images(tmp_path / "src", rec.names)
+  sfm.write_llff(tmp_path / "scene", tmp_path / "src", rec)
+  sparse = sfm.read_sparse(tmp_path / "scene")
+  np.testing.assert_array_equal(sparse.points, rec.points)
+  np.testing.assert_array_equal(sparse.visibility, rec.visibility)
+  assert sparse.observations is None  # no COLMAP model in sparse/0
+  assert sfm.read_sparse(tmp_path / "src") is None
+  np.save(tmp_path / "scene" / "sparse" / "visibility.npy", rec.visibility[:10])
+  with pytest.raises(ValueError, match="do not describe the same"):
+    sfm.read_sparse(tmp_path / "scene")

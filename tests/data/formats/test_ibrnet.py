@@ -11,12 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from scipy.spatial.transform import Rotation
 
 from movenerf.geometry import cameras, projection
 from movenerf.data.formats import ibrnet
 from movenerf.data import images, procedural
+# The fixtures' writers, one per format (shared with the camera checks' tests).
+from tests.data.formats.helpers import (save_image as _png, write_collected as _write_collected,
+                                        write_gso as _write_gso,
+                                        write_realestate as _write_realestate,
+                                        write_spaces as _write_spaces)
 
 H, W, N = 32, 40, 6
 # Intrinsics pass through a text/JSON round trip and float32; values are O(40) px.
@@ -28,111 +31,9 @@ def scene():
   return procedural.make_scene(5, kind="object", num_views=N, height=H, width=W)
 
 
-def _png(path: Path, image: np.ndarray) -> None:
-  path.parent.mkdir(parents=True, exist_ok=True)
-  Image.fromarray(image).save(path)
-
-
 def _truncate(path: Path) -> None:
   data = path.read_bytes()
   path.write_bytes(data[: len(data) // 2])
-
-
-# ----------------------------------------------------------------------------- writers
-
-
-def _write_gso(root: Path, scene) -> Path:
-  d = root / "gso_object"
-  for i in range(N):
-    name = f"{i:06d}"
-    _png(d / "rgb" / f"{name}.png", scene.images[i])
-    (d / "pose").mkdir(parents=True, exist_ok=True)
-    (d / "intrinsics").mkdir(parents=True, exist_ok=True)
-    np.savetxt(d / "pose" / f"{name}.txt", scene.c2w[i].astype(np.float64))
-    k4 = np.eye(4)
-    k4[:3, :3] = scene.intrinsics[i]
-    # Both accepted intrinsics layouts: 16 numbers on one line, or a 3x3 block.
-    if i % 2:
-      np.savetxt(d / "intrinsics" / f"{name}.txt", scene.intrinsics[i].astype(np.float64))
-    else:
-      np.savetxt(d / "intrinsics" / f"{name}.txt", k4.reshape(1, 16))
-  return d
-
-
-def _write_collected(root: Path, scene, collection: str = "ibrnet_collected_1",
-                     factor: int = 2) -> Path:
-  d = root / collection / "room"
-  rows = []
-  for i in range(N):
-    c2w = scene.c2w[i].astype(np.float64)
-    # LLFF rotation columns are (down, right, backwards) = (y, x, -z) of the OpenCV frame;
-    # hwf is at full resolution, ``factor`` times the stored images.
-    mat = np.stack([c2w[:3, 1], c2w[:3, 0], -c2w[:3, 2], c2w[:3, 3],
-                    np.array([H, W, scene.intrinsics[i, 0, 0]]) * factor], axis=1)
-    fg = scene.depths[i][scene.masks[i]]
-    rows.append(np.concatenate([mat.reshape(-1), [0.9 * fg.min(), 1.1 * fg.max()]]))
-    _png(d / f"images_{factor}" / f"IMG_{i:04d}.png", scene.images[i])
-  np.save(d / "poses_bounds.npy", np.stack(rows))
-  return d
-
-
-# Frame timestamps in view order; their string order differs from their numeric order.
-_STAMPS = [5, 900, 1000, 20000, 100000, 3000000]
-
-
-def _realestate_line(stamp, k, c2w) -> str:
-  w2c = np.linalg.inv(c2w.astype(np.float64))
-  # Normalised intrinsics in edge coordinates: pixel centre u sits at (u + 0.5) / W.
-  intr = [k[0, 0] / W, k[1, 1] / H, (k[0, 2] + 0.5) / W, (k[1, 2] + 0.5) / H]
-  nums = [float(x) for x in intr] + [0.0, 0.0] + [float(x) for x in w2c[:3].reshape(-1)]
-  return " ".join([str(stamp)] + [repr(x) for x in nums])
-
-
-def _write_realestate(root: Path, scene, mode: str = "train", name: str = "clip") -> Path:
-  frames = root / mode / "frames" / name
-  for i, stamp in enumerate(_STAMPS):
-    _png(frames / f"{stamp}.png", scene.images[i])
-  lines = [_realestate_line(s, scene.intrinsics[i], scene.c2w[i]) for i, s in enumerate(_STAMPS)]
-  # A camera line without a frame (the subset keeps only some frames) must be ignored.
-  lines.append(_realestate_line(7, scene.intrinsics[0], scene.c2w[1]))
-  order = [3, 0, 6, 5, 1, 4, 2]
-  cam_file = root / mode / "cameras" / f"{name}.txt"
-  cam_file.parent.mkdir(parents=True, exist_ok=True)
-  cam_file.write_text("\n".join(["https://www.youtube.com/watch?v=abcdefghijk"]
-                                + [lines[j] for j in order]) + "\n")
-  return frames
-
-
-def _spaces_view(scene, i: int, rel: str, scale: float = 1.0) -> dict:
-  k = scene.intrinsics[i].astype(np.float64)
-  c2w = scene.c2w[i].astype(np.float64)
-  return {
-      "relative_path": rel,
-      "width": W * scale,
-      "height": H * scale,
-      "focal_length": k[0, 0] * scale,
-      "pixel_aspect_ratio": k[1, 1] / k[0, 0],
-      # The Spaces calibration puts pixel centres at half-integers.
-      "principal_point": [(k[0, 2] + 0.5) * scale, (k[1, 2] + 0.5) * scale],
-      # Axis-angle of the world-to-camera rotation, and the camera centre.
-      "orientation": Rotation.from_matrix(c2w[:3, :3].T).as_rotvec().tolist(),
-      "position": c2w[:3, 3].tolist(),
-  }
-
-
-def _write_spaces(root: Path, scene, scale: float = 1.0) -> Path:
-  d = root / "scene_000"
-  rigs = []
-  for r in range(2):
-    rig = []
-    for c in range(3):
-      i = 3 * r + c
-      rel = f"cam_{c:02d}/image_{r:03d}.png"
-      _png(d / rel, scene.images[i])
-      rig.append(_spaces_view(scene, i, rel, scale))
-    rigs.append(rig)
-  (d / "models.json").write_text(json.dumps(rigs))
-  return d
 
 
 def _spaces_models(d: Path) -> list:
