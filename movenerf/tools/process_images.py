@@ -149,8 +149,11 @@ def check_out(out: str, overwrite: bool) -> Path:
   path = Path(out)
   if path.exists() and not overwrite:
     raise UsageError(f"--out={out}: exists; give --overwrite to replace it")
-  if not path.parent.exists():
-    raise UsageError(f"--out={out}: no folder {path.parent}")
+  ancestor = path.parent
+  while not ancestor.exists():
+    ancestor = ancestor.parent
+  if not ancestor.is_dir() or not os.access(ancestor, os.W_OK):
+    raise UsageError(f"--out={out}: {ancestor} is not a writable folder")
   return path
 
 
@@ -209,6 +212,7 @@ def process(out: str, images: str | None = None, video: str | None = None,
   if tmp.exists():
     shutil.rmtree(tmp)
   try:
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     if video is not None:
       image_dir = tmp / "images"

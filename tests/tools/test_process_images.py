@@ -122,7 +122,7 @@ def _check_scene(out: Path, given: int, c2w_ref, factor: int):
 def test_generated_scene_is_recovered(tmp_path):
   images, c2w, focal = generated_scene()
   src = _save(tmp_path / "photos", images)
-  out = tmp_path / "scene"
+  out = tmp_path / "scenes" / "scene"  # a parent that does not exist yet is made
   summary = process_images.process(str(out), images=str(src), threads=2)
   summary, pb, errors, _ = _check_scene(out, len(images), c2w, factor=1)
   print(errors.summary(), "focal", pb[0, 14], "of", focal)
