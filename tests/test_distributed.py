@@ -17,6 +17,10 @@ import pytest
 from experiments import gnt
 from movenerf import train as train_main
 
+# Two training processes wait on each other in gloo collectives that time out after 30 s;
+# another test compiling beside them can stall one that long.
+pytestmark = pytest.mark.serial
+
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 10
 

@@ -5,6 +5,9 @@ import pytest
 
 from movenerf.tools import zero_shot
 
+# One worker runs every test of the shared decoupled_run fixture (conftest.py).
+pytestmark = pytest.mark.xdist_group("decoupled_run")
+
 
 @pytest.fixture
 def trained(decoupled_run):

@@ -15,6 +15,9 @@ from movenerf.models import registry
 from movenerf.tools import zero_shot
 from tests.models.decoupled.helpers import SIZE, small_config
 
+# One worker runs every test of the shared decoupled_run fixture (conftest.py).
+pytestmark = pytest.mark.xdist_group("decoupled_run")
+
 
 @pytest.fixture
 def trained(decoupled_run):
