@@ -331,7 +331,8 @@ def render_video(family: ModelFamily, variables, sources: SourceViews, intrinsic
     if progress:
       elapsed = time.perf_counter() - start
       rate = (i + 1) / max(elapsed, 1e-9)  # the first frame includes compilation
-      print(f"\r  frame {i + 1}/{num_frames}  {rate:.2f} frames/s  "
+      speed = f"{rate:.2f} frames/s" if rate >= 0.1 else f"{1 / rate:.0f} s/frame"
+      print(f"\r  frame {i + 1}/{num_frames}  {speed}  "
             f"ETA {(num_frames - i - 1) / rate:.0f}s", end="", flush=True)
   if not rgbs:  # a process of a multi-host job other than the chief: nothing to write
     return None

@@ -251,7 +251,8 @@ def test_render_video_tiny_model(tmp_path, capsys):
   back = _read(out)
   assert back.shape == (3, SIZE, 2 * SIZE, 3)
   printed = capsys.readouterr().out
-  assert "frame 3/3" in printed and "frames/s" in printed and "ETA" in printed
+  assert "frame 3/3" in printed and ("frames/s" in printed or "s/frame" in printed)
+  assert "ETA" in printed
   assert os.listdir(tmp_path) == ["orbit.mp4"]
   # The depth half is coloured, not flat: the shared scale spans the rendered depths.
   assert back[:, :, SIZE:].std() > 1.0
