@@ -184,6 +184,18 @@ def cache_dir(url: PathLike, kind: str) -> pathlib.Path:
   return pathlib.Path(base) / kind / f"{name}-{digest}"
 
 
+def process_alive(pid: int) -> bool:
+  """Whether process ``pid`` of this host exists (another user's counts), e.g. the owner
+  of a partly written folder."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
+
+
 def check_writable(folder: PathLike) -> None:
   """Creates ``folder`` and writes and deletes a probe file in it.
 

@@ -38,7 +38,7 @@ from absl import flags
 import numpy as np
 from PIL import Image
 
-from movenerf import cli
+from movenerf import cli, storage
 from movenerf.data import sfm
 from movenerf.validation import UsageError
 
@@ -157,22 +157,12 @@ def check_out(out: str, overwrite: bool) -> Path:
   return path
 
 
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 def remove_stale(out_path: Path) -> None:
   """Removes ``OUT.tmp-<pid>`` / ``OUT.old-<pid>`` folders that a killed run of this
   host left (one line each); a running process's folder is left alone."""
   for path in out_path.parent.glob(f"{out_path.name}.*-*"):
     kind, _, pid = path.name[len(out_path.name) + 1:].partition("-")
-    if kind in ("tmp", "old") and pid.isdigit() and not _alive(int(pid)):
+    if kind in ("tmp", "old") and pid.isdigit() and not storage.process_alive(int(pid)):
       shutil.rmtree(path, ignore_errors=True)
       log(f"removed {path}, left by a run that was stopped")
 

@@ -145,16 +145,6 @@ def _partial_dir(prefix: str, out: Path) -> Path:
   return tmp
 
 
-def _alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # another user's process
-    return True
-  return True
-
-
 def _newest_mtime(folder: Path) -> float:
   newest = folder.stat().st_mtime
   for root, dirs, files in os.walk(folder):
@@ -179,7 +169,7 @@ def _stale_reason(folder: Path, now: float) -> Optional[str]:
   except (OSError, ValueError):
     host, pid = "", -1  # an unreadable owner file: judged by age below
   if host == socket.gethostname() and pid > 0:
-    return None if _alive(pid) else f"process {pid} that wrote it is gone"
+    return None if storage.process_alive(pid) else f"process {pid} that wrote it is gone"
   age = now - _newest_mtime(folder)
   return (f"written by process {pid} on {host or 'an unknown host'}, unchanged for "
           f"{age / 3600:.0f} h" if age > STALE_AFTER_S else None)
