@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from movenerf.geometry.alignment import rotation_angle_deg
 from movenerf.geometry.cameras import look_at
 
 # A 360-degree orbit becomes degenerate when the cameras look straight down the up
@@ -356,8 +357,7 @@ def interpolate_path(c2w, num_frames: int, order=None) -> np.ndarray:
   centres = keys[:, :3, 3]
   seg = np.linalg.norm(np.diff(centres, axis=0), axis=-1)
   quats = [rotation_to_quaternion(k[:3, :3]) for k in keys]
-  angles = np.array([2 * np.arccos(min(1.0, abs(float(a @ b))))
-                     for a, b in zip(quats[:-1], quats[1:])])
+  angles = rotation_angle_deg(keys[:-1, :3, :3], keys[1:, :3, :3])
   # A segment's length is its share of the path plus its share of the turning, so that
   # cameras at one centre (a rotating tripod) still take frames to turn.
   step = sum(x / x.sum() for x in (seg, angles) if x.sum() > 1e-12)
