@@ -78,6 +78,21 @@ def fail(prog: str, error: BaseException, status: int) -> None:
   sys.exit(status)
 
 
+def key_values(pairs: Sequence[str], flag: str = "--option") -> dict[str, str]:
+  """``KEY=VALUE`` flag values as a dict (keys and values stripped).
+
+  Raises:
+    UsageError: naming the flag and the value without ``=`` or without a key.
+  """
+  out = {}
+  for pair in pairs:
+    key, sep, value = pair.partition("=")
+    if not sep or not key.strip():
+      raise UsageError(f"{flag}={pair}: give KEY=VALUE")
+    out[key.strip()] = value.strip()
+  return out
+
+
 def config_check(holder: Any, flag: str = "config") -> Callable[[], None]:
   """A ``check`` for :func:`run` that loads the config of ``holder`` (an absl flag holder
   of a config flag): a file that does not load is one line naming it."""

@@ -75,16 +75,6 @@ def log(line: str) -> None:
 
 # --- input -----------------------------------------------------------------------------
 
-def parse_options(pairs: Sequence[str]) -> dict:
-  options = {}
-  for pair in pairs:
-    key, sep, value = pair.partition("=")
-    if not sep or not key:
-      raise UsageError(f"--option={pair}: give KEY=VALUE")
-    options[key.strip()] = value.strip()
-  return options
-
-
 def plan_scenes(fmt: str, src: str | None, scenes: Sequence[str] | None,
                 options: dict) -> tuple[dict, list[tuple[str, Callable[[], tuple]]]]:
   """Checks the input and lists the scenes without reading them.
@@ -360,7 +350,7 @@ def main(argv):
     raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   f = {k: v.value for k, v in _FLAGS.items()}
   summary = check(f["format"], f["out"], src=f["src"], scenes=f["scenes"],
-                  options=parse_options(f["option"]), views=f["views"],
+                  options=cli.key_values(f["option"]), views=f["views"],
                   sources=f["sources"], size=f["size"], corrupt=f["corrupt"])
   failed = [r["scene"] for r in summary["scenes"] if not r["passed"]]
   if failed:

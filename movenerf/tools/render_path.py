@@ -94,12 +94,7 @@ def _value(name: str):
 
 
 def _parse_options(fmt: str, items) -> dict:
-  options = {}
-  for item in items:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-      raise UsageError(f"--option {item!r}: expected KEY=VALUE")
-    options[key] = value
+  options = cli.key_values(items)
   try:
     return formats.parse_options(fmt, options)
   except ValueError as e:

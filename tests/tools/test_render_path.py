@@ -109,7 +109,7 @@ def test_bad_input_is_one_line_and_writes_nothing(official_npz, tmp_path):
       (dict(path_kind="interpolate", frames=1), r"--frames 1: at least 2"),
       (dict(downscale=0), r"--downscale 0: must be >= 1"),
       (dict(out=str(tmp_path / "x.gif")), r"must end in \.mp4"),
-      (dict(options=["factor"]), r"--option 'factor': expected KEY=VALUE"),
+      (dict(options=["factor"]), r"--option=factor: give KEY=VALUE"),
       (dict(options=["facter=8"]), r"--option: .*facter"),
   ]:
     with pytest.raises(UsageError, match=message):
