@@ -78,6 +78,15 @@ def fail(prog: str, error: BaseException, status: int) -> None:
   sys.exit(status)
 
 
+def define_flags(specs: Sequence[tuple[str, str, Any, str]]) -> dict[str, Any]:
+  """Defines absl flags from ``(kind, name, default, help)`` rows, kind one of string,
+  integer, float, bool, multi (a repeatable string); returns name -> flag holder."""
+  define = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer,
+            "float": flags.DEFINE_float, "bool": flags.DEFINE_bool,
+            "multi": flags.DEFINE_multi_string}
+  return {name: define[kind](name, default, text) for kind, name, default, text in specs}
+
+
 def key_values(pairs: Sequence[str], flag: str = "--option") -> dict[str, str]:
   """``KEY=VALUE`` flag values as a dict (keys and values stripped).
 

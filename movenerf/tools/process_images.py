@@ -48,9 +48,7 @@ _F: dict = {}
 
 def _define_flags() -> None:
   """The program's flags; importing the module (tests, other tools) defines none."""
-  define = {"string": flags.DEFINE_string, "float": flags.DEFINE_float,
-            "integer": flags.DEFINE_integer, "bool": flags.DEFINE_bool}
-  for kind, name, default, text in (
+  _F.update(cli.define_flags((
       ("string", "images", None, "folder of photos (one size)"),
       ("string", "video", None, "a video file (frames are taken from it)"),
       ("float", "fps", None, "with --video: frames per second to take (default 2 unless "
@@ -64,8 +62,7 @@ def _define_flags() -> None:
       ("integer", "threads", -1, "CPU threads (-1: all)"),
       ("float", "focal", None, "the images' focal length in pixels, when known (default: "
        "estimated)"),
-      ("integer", "seed", 0, "COLMAP's random seed")):
-    _F[name] = define[kind](name, default, text)
+      ("integer", "seed", 0, "COLMAP's random seed"))))
   _F["out"] = flags.DEFINE_string("out", None, "the scene folder to write", required=True)
   _F["preset"] = flags.DEFINE_enum("preset", "auto", list(sfm.PRESETS), "COLMAP settings: "
                                    "auto = fast, then robust if an image is left unregistered")

@@ -64,10 +64,7 @@ _F: dict = {}
 def _define_flags() -> None:
   """Flags exist only when this module is the program (other programs define --config)."""
   _F["config"] = configs.define_config_flag("config", "gnt:paper", lock_config=True)
-  define = {"string": flags.DEFINE_string, "integer": flags.DEFINE_integer,
-            "float": flags.DEFINE_float, "bool": flags.DEFINE_bool,
-            "multi": flags.DEFINE_multi_string}
-  for kind, name, default, text in (
+  _F.update(cli.define_flags((
       ("string", "workdir", None, "a movenerf training run"),
       ("string", "checkpoint", None, "official GNT weights (.pth / .npz)"),
       ("string", "format", None, f"the scene's format: {', '.join(sorted(formats.FORMATS))}"),
@@ -85,8 +82,7 @@ def _define_flags() -> None:
       ("integer", "chunk_size", 0, "rays per compiled call (0: the config's "
        "eval.chunk_size)"),
       ("integer", "finetune_steps", 0, "fine-tune this many steps on the scene's views "
-       "first (a training run in OUT.finetune/)")):
-    _F[name] = define[kind](name, default, text)
+       "first (a training run in OUT.finetune/)"))))
 
 
 def _value(name: str):
