@@ -28,6 +28,16 @@ frozen views of a published protocol (``movenerf.evaluation.protocols``): per ru
 with the nearest-source-view scores per view), and ``OUT/protocol_NAME/zero_shot.md`` /
 ``zero_shot.json``: one row per run and one for the nearest source view, below the
 lines saying how the local data differs from the protocol.
+
+With ``--probe`` every run (and the nearest source view) is instead probed for what its
+renders of the evaluation scenes depend on (:mod:`movenerf.tools.probe_dependence`):
+the change of the render when the source images are swapped for another scene's, and
+when one random rigid transform (and one similarity, scaling by ``--probe_max_scale``
+or its inverse) moves the whole camera rig. Writes ``OUT/probe.md`` (the table, printed
+too) and ``OUT/probe.json`` (the means and every view's numbers):
+
+  python -m movenerf.tools.zero_shot --probe --out runs/probe \
+      GNT=runs/gnt_tiny Decoupling-NeRF=runs/dc_tiny
 """
 
 from __future__ import annotations
@@ -46,7 +56,9 @@ from movenerf import cli, storage, validation
 from movenerf.evaluation import evaluate as evaluation, protocols, visualize
 from movenerf.models import registry
 from movenerf.training import checkpoint
+from movenerf.data import pipeline
 from movenerf.data import sources as train_data
+from movenerf.tools import probe_dependence
 
 _OUT = flags.DEFINE_string("out", "runs/zero_shot", "output folder")
 _SEEN_SCENES = flags.DEFINE_integer("seen_scenes", 2, "training scenes per dataset whose "
@@ -56,6 +68,13 @@ _PROTOCOL = flags.DEFINE_string("protocol", None, "evaluate on a published proto
                                 f"views instead: {', '.join(protocols.NAMES)}")
 _PROTOCOL_DATA = flags.DEFINE_string("protocol_data", None, "with --protocol: the folder "
                                      "holding nerf_llff_data/, nerf_synthetic/, dtu/, shiny/")
+
+_PROBE = flags.DEFINE_boolean("probe", False, "probe what the renders of the evaluation "
+                               "scenes depend on (source swap, rigid / similarity "
+                               "transform of the rig) instead of scoring them")
+_PROBE_SEED = flags.DEFINE_integer("probe_seed", 0, "with --probe: seed of the transforms")
+_PROBE_MAX_SCALE = flags.DEFINE_float("probe_max_scale", 2.0, "with --probe: the "
+                                      "similarity scales the rig by this or its inverse")
 
 BASELINE = "nearest source view"
 _EVAL_KEYS = ("num_source_views", "max_views_per_scene", "image_size")
@@ -118,14 +137,7 @@ def _score(rows: list[dict]) -> dict:
 def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
             verbose: bool = True) -> dict:
   """Evaluates every ``(name, workdir)`` and the baseline; writes and returns results."""
-  if not runs:
-    raise ValueError("no runs given (NAME=WORKDIR ...)")
-  loaded = [(name,) + load_run(workdir) for name, workdir in runs]
-  ref = _eval_signature(loaded[0][1])
-  for name, config, *_ in loaded[1:]:
-    if _eval_signature(config) != ref:
-      raise ValueError(f"run {name!r} evaluates on different data or settings than "
-                       f"{loaded[0][0]!r}; its numbers would not be comparable")
+  loaded = _loaded_runs(runs)
   config0 = loaded[0][1]
   lpips_fns = evaluation.load_lpips(config0.eval)
   groups = _groups(config0, seen_scenes)
@@ -149,6 +161,61 @@ def compare(runs: Sequence[tuple[str, str]], out_dir: str, seen_scenes: int = 2,
   table = format_table(results)
   storage.write_text(storage.join(out_dir, "zero_shot.md"), table + "\n")
   storage.write_json(storage.join(out_dir, "zero_shot.json"), results, indent=2)
+  if verbose:
+    print(table)
+  return results
+
+
+def _loaded_runs(runs: Sequence[tuple[str, str]]) -> list[tuple]:
+  """``load_run`` of every ``(name, workdir)``; the runs must share the evaluation data."""
+  if not runs:
+    raise ValueError("no runs given (NAME=WORKDIR ...)")
+  loaded = [(name,) + load_run(workdir) for name, workdir in runs]
+  ref = _eval_signature(loaded[0][1])
+  for name, config, *_ in loaded[1:]:
+    if _eval_signature(config) != ref:
+      raise ValueError(f"run {name!r} evaluates on different data or settings than "
+                       f"{loaded[0][0]!r}; its numbers would not be comparable")
+  return loaded
+
+
+def probe(runs: Sequence[tuple[str, str]], out_dir: str, seed: int = 0,
+          max_scale: float = 2.0, verbose: bool = True) -> dict:
+  """Probes every ``(name, workdir)`` and the baseline on the held-out views of the
+  evaluation scenes (``data.eval``; each dataset needs two scenes for the swap); writes
+  ``OUT/probe.md`` and ``OUT/probe.json``; returns ``{name: summary and 'views'}``."""
+  loaded = _loaded_runs(runs)
+  cfg = loaded[0][1].eval
+  examples = {}
+  for name in sorted(loaded[0][1].data.eval.keys()):
+    source = train_data.make_source(name, loaded[0][1].data.eval[name])
+    examples[name] = list(pipeline.eval_examples(
+        source, cfg.num_source_views, max_views_per_scene=cfg.max_views_per_scene or None,
+        image_size=cfg.get("image_size")))
+  if not examples:
+    raise ValueError("--probe needs evaluation scenes (data.eval is empty)")
+  results = {}
+  entries = [(BASELINE, None, None)] + [(n, m, p) for n, c, m, p, _ in loaded]
+  for name, model, params in entries:
+    if model is None:
+      predict = evaluation.nearest_view
+    else:
+      predict = (lambda m, v, c: lambda ex: evaluation.render_example(m, v, ex, c))(
+          model, {"params": params}, cfg.chunk_size)
+    views = []
+    for dataset, exs in examples.items():
+      try:
+        rows = probe_dependence.probe_views(predict, exs, seed, max_scale)
+      except ValueError as e:
+        raise ValueError(f"data.eval.{dataset}: {e}") from None
+      views += [dict(dataset=dataset, **r) for r in rows]
+    results[name] = dict(probe_dependence.summarize(views), views=views)
+    if verbose:
+      print(f"  probed {name}: {len(views)} views", flush=True)
+  table = probe_dependence.format_table(results)
+  storage.write_text(storage.join(out_dir, "probe.md"), table + "\n")
+  storage.write_json(storage.join(out_dir, "probe.json"),
+                     dict(seed=seed, max_scale=max_scale, models=results), indent=2)
   if verbose:
     print(table)
   return results
@@ -280,6 +347,16 @@ def main(argv):
       storage.check_readable(storage.join(workdir, "checkpoints"), "checkpoints folder")
     except FileNotFoundError as e:
       raise validation.UsageError(f"{workdir}: {e}") from None
+  if _PROBE.value:
+    if _PROTOCOL.value or _PROTOCOL_DATA.value:
+      raise validation.UsageError("--probe runs on the runs' evaluation scenes; drop "
+                                  "--protocol / --protocol_data")
+    if _PROBE_MAX_SCALE.value < 1.0:
+      raise validation.UsageError(f"--probe_max_scale={_PROBE_MAX_SCALE.value}: must be "
+                                  ">= 1")
+    probe(_parse_runs(argv[1:]), _OUT.value, _PROBE_SEED.value, _PROBE_MAX_SCALE.value)
+    print(f"wrote {_OUT.value}/probe.md and probe.json")
+    return
   if _PROTOCOL.value:
     protocols.check_data_root(protocols.get(_PROTOCOL.value), _PROTOCOL_DATA.value)
     compare_protocol(_parse_runs(argv[1:]), _OUT.value, _PROTOCOL.value, _PROTOCOL_DATA.value)

@@ -1,6 +1,8 @@
 """Tests of movenerf.tools.zero_shot: the comparison table of runs against the
 nearest-source-view baseline, on a short Decoupling-NeRF run."""
 
+import json
+
 import pytest
 
 from movenerf.tools import zero_shot
@@ -34,3 +36,34 @@ def test_zero_shot_table(trained, tmp_path):
   assert "| unseen PSNR | unseen SSIM | unseen LPIPS-vgg | seen PSNR |" in table
   sheets = list((tmp_path / "sheets").glob("*.png"))
   assert len(sheets) == 2  # one unseen view, one seen view
+
+
+def test_zero_shot_probe(trained, tmp_path, monkeypatch):
+  workdir, _, _ = trained
+  load = zero_shot.load_run
+
+  def two_eval_scenes(path):
+    config, model, params, budget = load(path)
+    config.data.eval.unseen.options.num_scenes = 2
+    return config, model, params, budget
+
+  # The run evaluates on one scene; the swap needs a second one.
+  with pytest.raises(ValueError, match="data.eval.unseen: the source swap needs two"):
+    zero_shot.probe([("A", str(workdir))], str(tmp_path), verbose=False)
+  monkeypatch.setattr(zero_shot, "load_run", two_eval_scenes)
+  results = zero_shot.probe([("A", str(workdir)), ("B", str(workdir))], str(tmp_path),
+                            seed=1, verbose=False)
+  assert list(results) == [zero_shot.BASELINE, "A", "B"]
+  a, b, base = results["A"], results["B"], results[zero_shot.BASELINE]
+  assert a["num_views"] == 2 and [v["partner"] for v in a["views"]] == [
+      v["scene"] for v in reversed(a["views"])]
+  # The same checkpoint and seed probe identically; copying a source never moves.
+  assert {k: v for k, v in a.items() if k != "views"} == {
+      k: v for k, v in b.items() if k != "views"}
+  assert base["rigid_change"] == 0.0 and base["gt_change"] == a["gt_change"] > 0
+  mean = lambda key: sum(v[key] for v in a["views"]) / 2
+  assert a["swap_ratio"] == pytest.approx(mean("swap_change") / mean("gt_change"))
+  table = (tmp_path / "probe.md").read_text()
+  assert "| nearest source view | 2 |" in table and "| swap change | swap ratio |" in table
+  stored = json.loads((tmp_path / "probe.json").read_text())
+  assert stored["seed"] == 1 and stored["models"]["A"]["swap_ratio"] == a["swap_ratio"]
