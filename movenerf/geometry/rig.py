@@ -69,3 +69,18 @@ def transform_example(ex: dict, rotation, translation, scale=1.0) -> dict:
     if key in ex:
       out[key] = (jnp.asarray(ex[key]) * scale).astype(jnp.asarray(ex[key]).dtype)
   return out
+
+
+def rig_size(c2w: jnp.ndarray) -> jnp.ndarray:
+  """Mean distance of cameras ([N, 3 or 4, 4]) from their centroid."""
+  centres = c2w[:, :3, 3]
+  return jnp.mean(jnp.linalg.norm(centres - centres.mean(axis=0), axis=-1))
+
+
+def random_rig_transform(ex: dict, key: jax.Array, max_scale: float = 1.0) -> dict:
+  """An example with its whole rig moved by one random similarity
+  (:func:`random_similarity`; the translation's standard deviation is the rig's size,
+  :func:`rig_size` of its sources and target), as :func:`transform_example`."""
+  poses = jnp.concatenate([ex["src_c2w"][:, :3], ex["tgt_c2w"][None, :3]])
+  rotation, shift, scale = random_similarity(key, 1.0, max_scale)
+  return transform_example(ex, rotation, rig_size(poses) * shift, scale)

@@ -72,19 +72,14 @@ def _psnr(a, b) -> float:
   return PSNR_CAP if mse <= 10 ** (-PSNR_CAP / 10) else float(-10.0 * np.log10(mse))
 
 
-def rig_size(ex: dict) -> float:
-  """Mean distance of an example's cameras (sources and target) from their centroid."""
-  centres = np.concatenate([np.asarray(ex["src_c2w"])[:, :3, 3],
-                            np.asarray(ex["tgt_c2w"])[None, :3, 3]])
-  return float(np.mean(np.linalg.norm(centres - centres.mean(axis=0), axis=-1)))
-
-
 def moved(ex: dict, key: jax.Array, rotate: bool = True, max_scale: float = 1.0) -> dict:
   """The example with its whole rig moved by a random translation, then (``rotate``) a
   random rotation, then (``max_scale`` > 1) a scaling by ``max_scale`` or its inverse;
   NumPy arrays."""
   k_rt, k_s = jax.random.split(key)
-  rotation, shift, _ = rig.random_similarity(k_rt, translation=rig_size(ex))
+  poses = np.concatenate([np.asarray(ex["src_c2w"])[:, :3],
+                          np.asarray(ex["tgt_c2w"])[None, :3]])
+  rotation, shift, _ = rig.random_similarity(k_rt, translation=float(rig.rig_size(poses)))
   if not rotate:
     rotation = np.eye(3, dtype=np.float32)
   scale = float(max_scale) ** (1 if jax.random.bernoulli(k_s) else -1)

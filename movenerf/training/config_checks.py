@@ -162,10 +162,16 @@ def _plain(config: Any) -> dict:
 def config_changes(stored: Any, current: Any,
                    free: tuple[str, ...] = RESUME_FREE) -> list[str]:
   """``'key: stored -> current'`` for each key whose value differs between two configs,
-  leaving out the keys under ``free``."""
+  leaving out the keys under ``free`` and the keys the stored config lacks that are off
+  in the current one (None, False or ""): options added to the code since the run
+  started, whose off value is the behaviour the run had."""
 
   def is_free(key):
     return any(key == f or key.startswith(f + ".") for f in free)
 
+  def is_new_and_off(a, b):
+    return a is _ABSENT and (b is None or b is False or b == "")
+
   return [f"{k}: {_shown(a)} -> {_shown(b)}"
-          for k, a, b in _differences(_plain(stored), _plain(current)) if not is_free(k)]
+          for k, a, b in _differences(_plain(stored), _plain(current))
+          if not is_free(k) and not is_new_and_off(a, b)]

@@ -95,3 +95,17 @@ def test_config_changes_name_what_decides_the_results():
   now.optim.lr_feature = 1.0
   assert config_checks.config_changes(stored.to_dict(), now) == [
       "model.width: 16 -> 24", "optim.lr_feature: 0.003 -> 1.0"]
+
+
+def test_config_changes_pass_new_options_that_are_off():
+  # A run stored before an option existed resumes while the option is off.
+  stored = small_config().to_dict()
+  now = small_config().to_dict()
+  for off in (None, False, ""):
+    now["model"]["new_option"] = off
+    assert config_checks.config_changes(stored, now) == []
+  now["model"]["new_option"] = "rigid"
+  assert config_checks.config_changes(stored, now) == ["model.new_option: (absent) -> 'rigid'"]
+  # Removing an option the run had is a change.
+  assert config_checks.config_changes(now, stored) == [
+      "model.new_option: 'rigid' -> (absent)"]

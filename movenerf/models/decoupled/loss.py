@@ -10,8 +10,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from movenerf.geometry import rig
 from movenerf.image import metrics
-from movenerf.models.decoupled.model import DecoupledNeRF
+from movenerf.models.decoupled.model import POSE_AUGMENTATIONS, DecoupledNeRF
 from movenerf.models.examples import example_views
 
 
@@ -29,10 +30,12 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
                  image_hw: tuple[int, int]) -> tuple[jnp.ndarray, dict]:
   """(loss, metrics) of one example: the whole target image from its source views.
 
-  ``ex["rgb"]`` holds every target pixel in raster order ([H * W, 3]); ``key`` is unused
-  (the model has no randomness).
+  ``ex["rgb"]`` holds every target pixel in raster order ([H * W, 3]); ``key`` draws the
+  rig transform of ``config.pose_augmentation`` (unused without it).
   """
-  del key
+  max_scale = POSE_AUGMENTATIONS[model.config.pose_augmentation]
+  if max_scale is not None:
+    ex = rig.random_rig_transform(ex, key, max_scale)
   h, w = image_hw
   if ex["rgb"].shape[0] != h * w:
     raise ValueError(f"Decoupling-NeRF trains on whole images: {ex['rgb'].shape[0]} target "

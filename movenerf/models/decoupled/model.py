@@ -30,6 +30,9 @@ from movenerf import validation
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.rays import pixel_rays
 
+# pose_augmentation -> the largest scale of the random similarity (1: rigid).
+POSE_AUGMENTATIONS = {"": None, "rigid": 1.0, "similarity": 2.0}
+
 # Three stride-2 stages: the encoder, the attention grid and the renderer's up-sampling.
 DOWNSAMPLE = 8
 
@@ -237,6 +240,12 @@ class DecoupledConfig:
     render_width: channels of the renderer's convs.
     num_layers: D, RGBA depth layers.
     white_background: composite over white (1) instead of black (0).
+    pose_augmentation: in training, move every example's whole camera rig (sources and
+      target together) by one random transform (:func:`movenerf.geometry.rig.
+      random_rig_transform`): "" none, "rigid" (rotation and translation), "similarity"
+      (also a scale log-uniform in [1 / 2, 2], near / far with it). The relative
+      geometry, the images and the target are unchanged, so a model cannot tie an image
+      to an absolute pose.
   """
 
   num_freqs: int = 12
@@ -247,11 +256,15 @@ class DecoupledConfig:
   render_width: int = 64
   num_layers: int = 8
   white_background: bool = False
+  pose_augmentation: str = ""
 
   def __post_init__(self):
     for key in ("num_freqs", "enc_width", "attn_heads", "head_dim", "width",
                 "render_width", "num_layers"):
       validation.integer(key, getattr(self, key), minimum=1)
+    if self.pose_augmentation not in POSE_AUGMENTATIONS:
+      raise ValueError(f"pose_augmentation={self.pose_augmentation!r}: choose from "
+                       f"{', '.join(repr(k) for k in POSE_AUGMENTATIONS)}")
 
   @classmethod
   def from_dict(cls, values: dict) -> "DecoupledConfig":
