@@ -12,7 +12,9 @@ A NeRF MLP couples the scene and the renderer in one set of weights. Here they a
    so it is shared across scenes.
 
 Positions per pixel (``pixel_points``) are the world point at unit z-depth along the
-pixel's ray, so one encoding carries both where the camera is and where it looks.
+pixel's ray, so one encoding carries both where the camera is and where it looks. With
+``relative_encoding`` the encodings are instead of rays relative to each source camera
+(``plucker``, ``rays_in_camera``), which no rigid transform of the rig changes.
 """
 
 from __future__ import annotations
@@ -61,23 +63,19 @@ def positional_encoding(p: jnp.ndarray, num_freqs: int = 12) -> jnp.ndarray:
   return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1)
 
 
-def pixel_points(camera: Cameras, depth: float = 1.0, stride: int = 1) -> jnp.ndarray:
-  """World points at z-depth ``depth`` along pixel rays: ``origin + depth * direction``.
+def grid_rays(camera: Cameras, stride: int = 1) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """World rays (origins, directions, each [H / s, W / s, 3]) through the pixel grid.
 
-  Directions follow `movenerf.geometry.rays` (camera-frame z = 1), so ``depth`` is the z-depth in
-  this camera. With ``stride`` s > 1 the grid is that of the image down-sampled by s, and
-  each point is taken at the centre of its s x s pixel block, pixel ``(s j + (s - 1) / 2,
-  s i + (s - 1) / 2)`` in the integer-centre convention. Sampling at the block centre
-  (rather than average-pooling the encoding) keeps the high frequencies of the
-  positional encoding from averaging away.
+  Directions follow `movenerf.geometry.rays` (camera-frame z = 1). With ``stride`` s > 1
+  the grid is that of the image down-sampled by s, each ray through the centre of its
+  s x s pixel block, pixel ``(s j + (s - 1) / 2, s i + (s - 1) / 2)`` in the
+  integer-centre convention. Sampling at the block centre (rather than average-pooling
+  the encoding) keeps the high frequencies of the positional encoding from averaging
+  away.
 
   Args:
     camera: a single camera (batch shape ()).
-    depth: z-depth of the points.
     stride: s, which must divide H and W.
-
-  Returns:
-    [H / s, W / s, 3] world coordinates.
   """
   if camera.height % stride or camera.width % stride:
     raise ValueError(f"stride {stride} must divide the image size "
@@ -87,7 +85,43 @@ def pixel_points(camera: Cameras, depth: float = 1.0, stride: int = 1) -> jnp.nd
   v, u = jnp.meshgrid(jnp.arange(h, dtype=jnp.float32) * stride + offset,
                       jnp.arange(w, dtype=jnp.float32) * stride + offset, indexing="ij")
   rays = pixel_rays(camera, jnp.stack([u.reshape(-1), v.reshape(-1)], axis=-1))
-  return (rays.origins + depth * rays.directions).reshape(h, w, 3)
+  return rays.origins.reshape(h, w, 3), rays.directions.reshape(h, w, 3)
+
+
+def pixel_points(camera: Cameras, depth: float = 1.0, stride: int = 1) -> jnp.ndarray:
+  """World points at z-depth ``depth`` along pixel rays: ``origin + depth * direction``.
+
+  The rays are :func:`grid_rays` (camera-frame z = 1), so ``depth`` is the z-depth in
+  this camera.
+
+  Args:
+    camera: a single camera (batch shape ()).
+    depth: z-depth of the points.
+    stride: s, which must divide H and W (see :func:`grid_rays`).
+
+  Returns:
+    [H / s, W / s, 3] world coordinates.
+  """
+  origins, directions = grid_rays(camera, stride)
+  return origins + depth * directions
+
+
+def plucker(origins: jnp.ndarray, directions: jnp.ndarray) -> jnp.ndarray:
+  """Plücker coordinates ``(d, o x d)`` of rays, ``d`` the unit direction: [..., 6].
+
+  The moment ``o x d`` is the same for every origin along the ray; its length is the
+  ray's distance from the frame's origin.
+  """
+  d = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
+  return jnp.concatenate([d, jnp.cross(origins, d)], axis=-1)
+
+
+def rays_in_camera(camera: Cameras, origins: jnp.ndarray, directions: jnp.ndarray
+                   ) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """World rays [..., 3] expressed in a camera's frame: ``R^T (o - c)``, ``R^T d`` for
+  ``camera.c2w = [R | c]`` (a single camera)."""
+  rot, centre = camera.c2w[:3, :3], camera.c2w[:3, 3]
+  return (origins - centre) @ rot, directions @ rot
 
 
 class SceneEncoder(nn.Module):
@@ -140,7 +174,8 @@ class RebuildViewAttention(nn.Module):
     """Rebuild the target's scene encoding.
 
     Args:
-      query_pe: [h, w, P] target view PE.
+      query_pe: [h, w, P] target view PE, or [V, h, w, P]: one query per source view,
+        matched only against that view's keys (encodings relative to each source).
       key_pe: [V, h', w', P] source views' PE (flattened to N = V h' w' tokens).
       values: [V, h', w', C] source features.
       mask: optional boolean, broadcastable to [V, h', w'] (e.g. [V, 1, 1] per view);
@@ -152,12 +187,20 @@ class RebuildViewAttention(nn.Module):
       [h, w, width] rebuilt encoding, and with ``return_weights`` the weights
       [num_heads, h * w, N] (rows sum to 1 over the unmasked tokens).
     """
-    h, w = query_pe.shape[:2]
+    per_view = query_pe.ndim == 4
+    h, w = query_pe.shape[-3:-1]
+    num_views = key_pe.shape[0]
     dense = lambda name: nn.DenseGeneral((self.num_heads, self.head_dim), name=name)
-    q = dense("query")(query_pe.reshape(h * w, -1))  # [Q, H, D]
-    k = dense("key")(key_pe.reshape(-1, key_pe.shape[-1]))  # [N, H, D]
     v = dense("value")(values.reshape(-1, values.shape[-1]))  # [N, H, D]
-    logits = jnp.einsum("qhd,nhd->hqn", q, k) / math.sqrt(self.head_dim)
+    if per_view:
+      q = dense("query")(query_pe.reshape(num_views, h * w, -1))  # [V, Q, H, D]
+      k = dense("key")(key_pe.reshape(num_views, -1, key_pe.shape[-1]))  # [V, N/V, H, D]
+      logits = jnp.einsum("vqhd,vnhd->hqvn", q, k).reshape(self.num_heads, h * w, -1)
+    else:
+      q = dense("query")(query_pe.reshape(h * w, -1))  # [Q, H, D]
+      k = dense("key")(key_pe.reshape(-1, key_pe.shape[-1]))  # [N, H, D]
+      logits = jnp.einsum("qhd,nhd->hqn", q, k)
+    logits = logits / math.sqrt(self.head_dim)
     if mask is not None:
       keep = jnp.broadcast_to(mask, values.shape[:-1]).reshape(1, 1, -1)
       logits = jnp.where(keep, logits, jnp.finfo(logits.dtype).min)
@@ -246,6 +289,13 @@ class DecoupledConfig:
       (also a scale log-uniform in [1 / 2, 2], near / far with it). The relative
       geometry, the images and the target are unchanged, so a model cannot tie an image
       to an absolute pose.
+    relative_encoding: encode rays relative to each source camera instead of world
+      points: the query of a target pixel for source view v is the positional encoding
+      of the Plücker coordinates (:func:`plucker`) of the target pixel's ray expressed
+      in v's camera frame (:func:`rays_in_camera`), matched only against v's keys, the
+      encoding of v's own pixel rays in its frame. Nothing depends on where the rig is,
+      so the render is invariant to a rigid transform of all cameras (not to a scale:
+      the moments scale with it). PE width 12L instead of 6L.
   """
 
   num_freqs: int = 12
@@ -257,6 +307,7 @@ class DecoupledConfig:
   num_layers: int = 8
   white_background: bool = False
   pose_augmentation: str = ""
+  relative_encoding: bool = False
 
   def __post_init__(self):
     for key in ("num_freqs", "enc_width", "attn_heads", "head_dim", "width",
@@ -311,11 +362,21 @@ class DecoupledNeRF(nn.Module):
     if tgt_camera.batch_shape != ():
       raise ValueError(f"tgt_camera must be a single camera, got {tgt_camera.batch_shape}")
 
-    def grid_pe(cam):
-      return positional_encoding(pixel_points(cam, stride=DOWNSAMPLE), cfg.num_freqs)
+    if cfg.relative_encoding:
+      tgt_rays = grid_rays(tgt_camera, DOWNSAMPLE)
 
-    src_pe = jax.vmap(grid_pe)(src_cameras)  # [V, h, w, 6L]
-    tgt_pe = grid_pe(tgt_camera)  # [h, w, 6L]
+      def relative_pe(cam, rays):
+        return positional_encoding(plucker(*rays_in_camera(cam, *rays)), cfg.num_freqs)
+
+      own = lambda cam: relative_pe(cam, grid_rays(cam, DOWNSAMPLE))
+      src_pe = jax.vmap(own)(src_cameras)  # [V, h, w, 12L]
+      tgt_pe = jax.vmap(lambda cam: relative_pe(cam, tgt_rays))(src_cameras)  # [V, h, w, 12L]
+    else:
+      def grid_pe(cam):
+        return positional_encoding(pixel_points(cam, stride=DOWNSAMPLE), cfg.num_freqs)
+
+      src_pe = jax.vmap(grid_pe)(src_cameras)  # [V, h, w, 6L]
+      tgt_pe = grid_pe(tgt_camera)  # [h, w, 6L]
     features = SceneEncoder(cfg.enc_width, name="scene_encoder")(src_images)
     if src_mask is not None and src_mask.ndim == 1:
       src_mask = src_mask[:, None, None]
