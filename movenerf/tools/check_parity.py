@@ -2,6 +2,7 @@
 
   python -m movenerf.tools.check_parity --vectors ../shared/reference/gnt_ref_vectors.npz
   python -m movenerf.tools.check_parity --vectors ../shared/reference/move_gate_vectors.npz
+  python -m movenerf.tools.check_parity --vectors ../shared/reference/gnt_train_vectors.npz
 
 Loads a reference-vector file (``.npz`` + optional ``.json`` sidecar, the format of
 ``shared/reference/gnt_ref_vectors*.npz``), imports its parameters, runs the JAX
@@ -11,6 +12,12 @@ colours differ by more than ``--tolerance`` (1e-4), 2 on unreadable input. A GNT
 gate file (``move_gate_vectors.npz``) is recognised by its keys and checked case by
 case (router, diversity losses with gradients, consistency loss); there every case's
 result counts as final (relative difference for losses).
+
+A training file (``gnt_train_vectors.npz``, recognised by its ``step1/loss``) is replayed
+with movenerf's own train step and compared step by step, each quantity against its own
+tolerance (:mod:`movenerf.tools.check_train_parity` states them and why). There
+``--set KEY=VALUE`` (a config key, e.g. ``optim.eps=1e-7``) and ``--schedule_offset N``
+(the optimiser's schedule N steps ahead) inject a mistake, to show that the check fails.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from movenerf.geometry.epipolar import SourceViews, project_and_sample
 from movenerf.models.gnt.model import GNTModel
 from movenerf.models.gnt.official_checkpoint import convert, infer_config
 from movenerf.tools.check_gate_parity import run_gate_parity
+from movenerf.tools.check_train_parity import is_train_vectors, run_train_parity
 from movenerf.tools.parity_report import Comparison, ParityReport
 
 PDF_STRESS_TOLERANCE = 1e-3
@@ -80,6 +88,8 @@ def run_parity(path: str, tolerance: float = 1e-4) -> ParityReport:
     raise FileNotFoundError(f"reference vectors not found: {path}")
   if is_gate_vectors(path):
     return run_gate_parity(path, tolerance)
+  if is_train_vectors(path):
+    return run_train_parity(path)
   arrays, meta = _load(path)
   config = infer_config(arrays, dropout=0.0, **_sampling_settings(arrays, meta))
   variables = convert(arrays, config)
@@ -202,12 +212,24 @@ def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--vectors", required=True, help="reference .npz (sidecar .json beside it)")
   parser.add_argument("--tolerance", type=float, default=1e-4,
-                      help="max |diff| allowed on the final colours")
+                      help="max |diff| allowed on the final colours (not for training files)")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="training files: set a config key of the replayed run (a mistake "
+                           "to inject, e.g. optim.eps=1e-7); repeatable")
+  parser.add_argument("--schedule_offset", type=int, default=0, metavar="N",
+                      help="training files: start the optimiser's learning-rate schedules N "
+                           "steps ahead (a mistake to inject)")
   args = parser.parse_args(argv)
   # Parity is a float32 question: no reduced-precision matmuls on GPU/TPU.
   jax.config.update("jax_default_matmul_precision", "highest")
   try:
-    report = run_parity(args.vectors, args.tolerance)
+    training = os.path.exists(args.vectors) and is_train_vectors(args.vectors)
+    if (args.set or args.schedule_offset) and not training:
+      raise ValueError("--set and --schedule_offset apply to training files only")
+    if training:
+      report = run_train_parity(args.vectors, args.set, args.schedule_offset)
+    else:
+      report = run_parity(args.vectors, args.tolerance)
   except (FileNotFoundError, ValueError, KeyError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2

@@ -50,6 +50,9 @@ class GNTConfig:
     num_samples: coarse samples per ray (S).
     num_importance: extra importance samples per ray for the fine pass (0: none).
     inverse_depth: sample uniformly in inverse depth (forward-facing scenes).
+    deterministic_sampling: training takes the evenly spaced coarse depths and the
+      evenly spaced importance samples of evaluation instead of stratified and random
+      ones (the official ``det`` option).
     dtype: compute dtype of the transformer matmuls ("float32" or "bfloat16").
     moe: GNT-MoVE mixture of view experts (None: dense GNT).
     feature_width: channel scale of the ResUNet (64: the official network; the tiny CPU
@@ -70,6 +73,7 @@ class GNTConfig:
   num_samples: int = 64
   num_importance: int = 0
   inverse_depth: bool = False
+  deterministic_sampling: bool = False
   dtype: str = "float32"
   feature_dtype: str = "float32"
   feature_width: int = 64
@@ -179,16 +183,18 @@ class GNTModel(nn.Module):
       sources: V source views.
       featmaps: (coarse, fine) maps from ``encode``.
       near, far: depth range (scalars or [R]).
-      train: stratified sampling, random importance samples, dropout and router noise;
-        needs the 'sample', 'dropout' (and with MoE 'router') RNG streams. MoE
-        auxiliaries are sown into the 'moe' collection (``mutable=['moe']``).
+      train: stratified sampling and random importance samples (unless
+        ``deterministic_sampling``), dropout and router noise; needs the 'sample',
+        'dropout' (and with MoE 'router') RNG streams. MoE auxiliaries are sown into
+        the 'moe' collection (``mutable=['moe']``).
 
     Returns:
       RenderOutput.
     """
     c = self.config
-    rng = self.make_rng("sample") if train else None
-    coarse_rng, fine_rng = jax.random.split(rng) if train else (None, None)
+    random = train and not c.deterministic_sampling
+    rng = self.make_rng("sample") if random else None
+    coarse_rng, fine_rng = jax.random.split(rng) if random else (None, None)
     depths = sample_depths(near, far, rays.num_rays, c.num_samples, c.inverse_depth, coarse_rng)
     coarse = self._render_pass(self.net_coarse, rays, depths, target_camera, sources,
                                featmaps[0], train)

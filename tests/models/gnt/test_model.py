@@ -92,6 +92,21 @@ def test_dropout_and_stratification_only_in_training():
   assert float(t1.coarse.depths.min()) >= 2.0 and float(t1.coarse.depths.max()) <= 6.0
 
 
+def test_deterministic_sampling_in_training():
+  """``deterministic_sampling`` (the official ``det``): training samples the depths of
+  evaluation; with dropout off, a training forward is then the evaluation one."""
+  model, variables, rays, target, sources = helpers.setup()
+  a = helpers.render(model, variables, rays, target, sources)
+  det = GNTModel(dataclasses.replace(helpers.SMALL, dropout=0.0, deterministic_sampling=True))
+  t = helpers.render(det, variables, rays, target, sources, train=True,
+                     rngs={"dropout": jax.random.PRNGKey(1), "sample": jax.random.PRNGKey(1)})
+  np.testing.assert_array_equal(t.coarse.depths, a.coarse.depths)
+  # The training form of the view attention rounds the coarse weights differently, which
+  # moves importance samples by an ulp.
+  np.testing.assert_allclose(t.fine.depths, a.fine.depths, atol=1e-5)
+  np.testing.assert_allclose(t.fine.rgb, a.fine.rgb, atol=1e-4)
+
+
 def test_gradients_are_finite():
   model, variables, rays, target, sources = helpers.setup()
 
