@@ -3,6 +3,7 @@ r"""Benchmark of GNT and GNT-MoVE: inference and training throughput, memory, FL
   python -m movenerf.tools.bench                       # reference config, GNT and MoVE
   python -m movenerf.tools.bench --json out.json       # also JSON (infer_rays_per_s, ...)
   python -m movenerf.tools.bench --suite --json b.json # GNT/MoVE x f32/bf16 x 512/2048 rays
+  python -m movenerf.tools.bench --baseline official   # and the official PyTorch GNT
 
 Reference configuration: depth 8, width 64, 10 source views of 64x64, 64 samples per
 ray (coarse only), 512 rays per step, float32. For each model it reports
@@ -28,6 +29,14 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 The programs (initialisations, renders, train steps) are compiled two at a time in
 threads (``--compile-workers``) before anything else is timed, so each compile time is
 measured beside another compilation; ``case_compile_wall_s`` is the wall time of them all.
+
+``--baseline official`` also times the official PyTorch GNT on the reference
+configuration in the same run (its harness in fresh processes with the benchmark's thread
+count, :mod:`movenerf.tools.official_baseline`), interleaved with movenerf's runs in
+``--baseline-rounds`` rounds of: movenerf inference, official inference, movenerf
+training, official training; it prints and records (``"baseline"``) each side's step
+rays/s, medians and extremes and movenerf's ratio over the official rays/s. Where the
+harness or PyTorch is missing it prints one line saying so and runs the rest.
 
 ``--suite`` runs every (dtype, rays) case in a fresh process, GNT and GNT-MoVE interleaved
 in it (so the peak memory of a row is its case's, shared by the two models; 2048-ray
@@ -67,6 +76,7 @@ from movenerf.models.gnt.family import GNTFamily
 from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.models.gnt.render import default_sub_chunk, encode_sources, render_chunk
 from movenerf.moe.config import MoEConfig
+from movenerf.tools import official_baseline
 from movenerf.training import optim
 from movenerf.training import slice_loop
 from movenerf.training import state as train_state
@@ -309,11 +319,19 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
               rays: int = 512, repeats: int = 5, sub_chunk: int | None = None,
               train: bool = True, train_sub_chunk: int | None = None,
               train_repeats: int | None = None,
-              compile_workers: int = 2, host_loop: bool | None = None) -> dict[str, dict]:
+              compile_workers: int = 2, host_loop: bool | None = None,
+              baseline: official_baseline.OfficialHarness | None = None,
+              rounds: int = 1) -> dict[str, dict]:
   """Times inference (and training) of each named config; returns name -> figures.
 
   ``repeats`` timed inference runs and ``train_repeats`` (default ``repeats``) timed
   train steps per model, each after a warm-up run.
+
+  With ``baseline`` (the official code's harness) they are timed in ``rounds`` rounds,
+  ``repeats`` and ``train_repeats`` each, and every round runs: movenerf's inference, the
+  official inference, movenerf's training, the official training. The figures of the
+  first model (dense GNT) against the official ones go to its ``"baseline"`` entry
+  (``official_baseline.summarize``).
 
   The programs are compiled ``compile_workers`` at a time, in threads: one thread's
   Python tracing and XLA's single-threaded passes then run beside another's parallel
@@ -347,13 +365,73 @@ def benchmark(configs: dict[str, GNTConfig], num_views: int = 10, size: int = 64
   prepared = {n: built["infer", n] for n in configs}
   trainers = {n: built.get(("train", n)) for n in configs}
   train_repeats = repeats if train_repeats is None else train_repeats
-  for _ in range(max(repeats, train_repeats)):
-    for n in configs:
-      if len(prepared[n].times) < repeats:
-        prepared[n].time_once()
-      if trainers[n] is not None and len(trainers[n].times) < train_repeats:
-        trainers[n].time_once()
-  return {n: _combine(prepared[n], trainers[n], peak, compile_peak_mb) for n in configs}
+  compared = None
+  if baseline is None:
+    for _ in range(max(repeats, train_repeats)):
+      for n in configs:
+        if len(prepared[n].times) < repeats:
+          prepared[n].time_once()
+        if trainers[n] is not None and len(trainers[n].times) < train_repeats:
+          trainers[n].time_once()
+  else:
+    compared = _rounds_with_baseline(prepared, trainers, repeats, train_repeats, baseline,
+                                     rounds, rays)
+  results = {n: _combine(prepared[n], trainers[n], peak, compile_peak_mb) for n in configs}
+  if compared is not None:
+    r = results[next(iter(configs))]
+    # Both sides' rates of the same model's FLOPs (movenerf's count, training 3x the
+    # forward) against the large-matmul peak of this run.
+    for phase, work in (("infer", 1), ("train", 3)):
+      if phase in compared:
+        for side in ("movenerf", "official"):
+          s = compared[phase][side]
+          s["fraction_of_peak"] = (work * r["flops_per_ray"] * s["median_rays_per_s"]
+                                   / (r["peak_gflops_per_s"] * 1e9))
+    r["baseline"] = compared
+  return results
+
+
+def _rounds_with_baseline(prepared: dict, trainers: dict, repeats: int, train_repeats: int,
+                          baseline: official_baseline.OfficialHarness, rounds: int,
+                          rays: int) -> dict:
+  """Times movenerf's runs and the official ones interleaved (see ``benchmark``); returns
+  the comparison of the first model with the official code, or ``{"skipped": why}``
+  when the official code failed (movenerf's rounds then go on alone)."""
+  first = next(iter(prepared))
+  order, per_round, failed = [], [], None
+
+  def official(phase: str, record: dict):
+    nonlocal failed
+    if failed is not None:
+      return
+    try:
+      result = baseline.run(phase, rays)
+    except (RuntimeError, OSError, ValueError) as e:
+      failed = str(e)
+      print(f"baseline official: skipped: {failed}", flush=True)
+      return
+    order.append(f"official {phase}")
+    record["official"][phase] = result["times_s"]
+    record["official_results"][phase] = result
+
+  for _ in range(rounds):
+    record = {"movenerf": {}, "official": {}, "official_results": {}}
+    for phase, runs, count in (("infer", prepared, repeats), ("train", trainers, train_repeats)):
+      if runs[first] is None:
+        continue
+      start = len(runs[first].times)
+      for _ in range(count):
+        for p in runs.values():
+          p.time_once()
+      order.append(f"movenerf {phase}")
+      record["movenerf"][phase] = runs[first].times[start:]
+      official(phase, record)
+    per_round.append(record)
+  if failed is not None:
+    return {"skipped": failed}
+  return {**official_baseline.describe(baseline), "rounds": rounds, "order": order,
+          "per_round": per_round,
+          **official_baseline.summarize(per_round, {"infer": rays, "train": rays})}
 
 
 def _combine(prepared: Prepared, trainer: Prepared | None, peak: float,
@@ -515,8 +593,33 @@ def main(argv=None) -> int:
                       help="GNT and MoVE x float32 and bfloat16 x 512 and 2048 rays, one "
                            "process per dtype and size")
   parser.add_argument("--json", default=None, help="also write the figures to this file")
+  parser.add_argument("--baseline", default="none", choices=["none", "official"],
+                      help="official: also time the official PyTorch GNT in the same run, "
+                           "interleaved with movenerf's runs, and print the ratios (the "
+                           "reference configuration only; skipped, with a line saying why, "
+                           "where its harness or PyTorch is missing)")
+  parser.add_argument("--baseline-python", default=official_baseline.default_python(),
+                      help="Python interpreter with PyTorch for the official code (default: "
+                           f"${official_baseline.ENV_PYTHON} or "
+                           f"{official_baseline.DEFAULT_PYTHON})")
+  parser.add_argument("--baseline-harness", default=official_baseline.default_harness(),
+                      help="the official code's benchmark harness (default: "
+                           f"${official_baseline.ENV_HARNESS} or "
+                           f"{official_baseline.DEFAULT_HARNESS})")
+  parser.add_argument("--baseline-rounds", type=int, default=3,
+                      help="rounds of movenerf inference, official inference, movenerf "
+                           "training, official training; --repeats and --train-repeats then "
+                           "count per round")
+  parser.add_argument("--baseline-repeats", type=int, default=1,
+                      help="timed official steps per phase and round")
+  parser.add_argument("--baseline-warmup", type=int, default=1,
+                      help="untimed official steps before them (each phase is a fresh "
+                           "process)")
   args = parser.parse_args(argv)
   if args.suite:
+    if args.baseline != "none":
+      print("baseline official: skipped: not with --suite (run it on the reference "
+            "configuration without --suite)", flush=True)
     flat = _run_suite(args)
   else:
     flat = _run_models(args)
@@ -526,6 +629,30 @@ def main(argv=None) -> int:
       json.dump(flat, f, indent=2)
     os.replace(tmp, args.json)
   return 0
+
+
+def _baseline_harness(args) -> official_baseline.OfficialHarness | None:
+  """The official code's harness for ``--baseline official``, or None (after printing
+  one line saying why) where it cannot run here or on this configuration."""
+  if args.baseline == "none":
+    return None
+  options = {k: getattr(args, k) for k in official_baseline.REFERENCE}
+  harness = official_baseline.OfficialHarness(
+      args.baseline_python, args.baseline_harness, official_baseline.thread_count(),
+      args.baseline_repeats, args.baseline_warmup)
+  try:
+    harness.check()
+    if args.model == "move":
+      raise official_baseline.Unavailable("it compares dense GNT (--model gnt or both)")
+    mismatch = official_baseline.config_mismatch(options)
+    if mismatch:
+      raise official_baseline.Unavailable(
+          "the official harness runs the reference configuration only ("
+          + ", ".join(mismatch) + ")")
+  except official_baseline.Unavailable as e:
+    print(f"baseline official: skipped: {e}", flush=True)
+    return None
+  return harness
 
 
 def _run_models(args) -> dict:
@@ -538,13 +665,19 @@ def _run_models(args) -> dict:
   if args.model in ("move", "both"):
     configs["move"] = dataclasses.replace(
         config, moe=MoEConfig(layers=tuple(range(1, args.depth, 2))))
+  harness = _baseline_harness(args)
   results = benchmark(configs, args.views, args.size, args.rays, args.repeats,
                       args.sub_chunk, not args.no_train, args.train_sub_chunk,
                       args.train_repeats, args.compile_workers,
-                      {"auto": None, "host": True, "jit": False}[args.train_loop])
+                      {"auto": None, "host": True, "jit": False}[args.train_loop],
+                      baseline=harness, rounds=args.baseline_rounds)
   titles = {"gnt": "GNT", "move": "GNT-MoVE (4 experts, top-2, permanent expert)"}
   for name, r in results.items():
     print(f"== {titles[name]} ==\n" + format_table(r))
+  compared = results[next(iter(results))].get("baseline", {})
+  if "rounds" in compared:
+    print(f"== {titles[next(iter(results))]} against the official GNT, same run ==\n"
+          + official_baseline.format_table(compared))
   ratio = None
   if len(results) == 2:
     ratio = {k: results["move"][k.replace("rays_per_s", "step_s_median")] /
