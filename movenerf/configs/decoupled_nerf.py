@@ -9,8 +9,8 @@ once, so its examples are whole images (``data.example.pixel_mode = "image"``,
 ``rays_per_example = H * W``) and the loss is ``ssim_weight * (1 - SSIM) + mse_weight *
 MSE + contrastive_weight * InfoNCE``, the last a feature-level contrastive term between
 the source views (``movenerf/models/decoupled/loss.py``; off at weight 0, with
-``contrastive_temperature`` and ``contrastive_points`` target pixels). Everything else (train loop, checkpoints, resume, TensorBoard, eval, video) is
-shared with GNT.
+``contrastive_temperature`` and ``contrastive_points`` target pixels). Everything else
+(train loop, checkpoints, resume, TensorBoard, eval, video) is shared with GNT.
 
 Variants (``--config experiments/decoupled_nerf.py:VARIANT`` in a checkout, ``--config
 decoupled_nerf:VARIANT`` anywhere after ``pip install``; override keys with
