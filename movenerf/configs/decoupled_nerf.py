@@ -7,8 +7,10 @@ name; the shared sections (data, train, eval, checkpoints) come from
 real), with the loss and optimiser replaced. The model renders a whole target view at
 once, so its examples are whole images (``data.example.pixel_mode = "image"``,
 ``rays_per_example = H * W``) and the loss is ``ssim_weight * (1 - SSIM) + mse_weight *
-MSE``. Everything else (train loop, checkpoints, resume, TensorBoard, eval, video) is
-shared with GNT.
+MSE + contrastive_weight * InfoNCE``, the last a feature-level contrastive term between
+the source views (``movenerf/models/decoupled/loss.py``; off at weight 0, with
+``contrastive_temperature`` and ``contrastive_points`` target pixels). Everything else
+(train loop, checkpoints, resume, TensorBoard, eval, video) is shared with GNT.
 
 Variants (``--config experiments/decoupled_nerf.py:VARIANT`` in a checkout, ``--config
 decoupled_nerf:VARIANT`` anywhere after ``pip install``; override keys with
@@ -82,7 +84,9 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
     del c[gnt_only]
   c.model = base.from_dataclass(DecoupledConfig)
   c.model.name = "decoupled"
-  c.loss = ml_collections.ConfigDict(dict(ssim_weight=1.0, mse_weight=0.0))
+  c.loss = ml_collections.ConfigDict(dict(
+      ssim_weight=1.0, mse_weight=0.0, contrastive_weight=0.0, contrastive_temperature=0.1,
+      contrastive_points=64))
   c.optim.update(name="adamax", lr_feature=2e-3, lr_transformer=2e-3, decay_steps=0)
   c.data.example.pixel_mode = "image"
 

@@ -83,10 +83,14 @@ def check_run_config(config: Any, device_count: int, process_count: int = 1) -> 
   v.number("optim.clip_norm", o.clip_norm, minimum=0.0)
   v.integer("optim.accumulate_steps", o.accumulate_steps, minimum=1)
 
-  # loss
+  # loss: term weights, softmax temperatures and counts of sample points
   for key, value in config.loss.items():
     if key.endswith("_weight"):
       v.number(f"loss.{key}", value, minimum=0.0)
+    elif key.endswith("_temperature"):
+      v.number(f"loss.{key}", value, above=0.0)
+    elif key.endswith("_points"):
+      v.integer(f"loss.{key}", value, minimum=2)
 
   check_eval_config(config)
   if config.init_from and not storage.exists(config.init_from):
@@ -163,15 +167,25 @@ def config_changes(stored: Any, current: Any,
                    free: tuple[str, ...] = RESUME_FREE) -> list[str]:
   """``'key: stored -> current'`` for each key whose value differs between two configs,
   leaving out the keys under ``free`` and the keys the stored config lacks that are off
-  in the current one (None, False or ""): options added to the code since the run
-  started, whose off value is the behaviour the run had."""
+  in the current one (None, False, "" or 0), or that set a term whose weight
+  (``NAME_weight`` beside ``NAME_...``) is such a key: options added to the code since
+  the run started, whose off value is the behaviour the run had."""
 
   def is_free(key):
     return any(key == f or key.startswith(f + ".") for f in free)
 
-  def is_new_and_off(a, b):
-    return a is _ABSENT and (b is None or b is False or b == "")
+  def is_off(b):
+    return (b is None or b is False or b == ""
+            or (isinstance(b, (int, float)) and not isinstance(b, bool) and b == 0))
 
-  return [f"{k}: {_shown(a)} -> {_shown(b)}"
-          for k, a, b in _differences(_plain(stored), _plain(current))
-          if not is_free(k) and not is_new_and_off(a, b)]
+  differences = _differences(_plain(stored), _plain(current))
+  new_and_off = {k for k, a, b in differences if a is _ABSENT and is_off(b)}
+
+  def of_an_off_term(key, a):
+    section, _, name = key.rpartition(".")
+    stem = name.rsplit("_", 1)[0]
+    weight = f"{section}.{stem}_weight" if section else f"{stem}_weight"
+    return a is _ABSENT and "_" in name and weight in new_and_off
+
+  return [f"{k}: {_shown(a)} -> {_shown(b)}" for k, a, b in differences
+          if not is_free(k) and k not in new_and_off and not of_an_off_term(k, a)]

@@ -109,3 +109,18 @@ def test_config_changes_pass_new_options_that_are_off():
   # Removing an option the run had is a change.
   assert config_checks.config_changes(now, stored) == [
       "model.new_option: 'rigid' -> (absent)"]
+
+
+def test_config_changes_pass_new_terms_whose_weight_is_zero():
+  # A new loss term at weight 0 passes with its settings; on, every key is named.
+  stored = small_config().to_dict()
+  now = small_config().to_dict()
+  now["loss"].update(new_weight=0.0, new_temperature=0.1, new_steps=0)
+  assert config_checks.config_changes(stored, now) == []
+  now["loss"]["new_weight"] = 0.5
+  assert config_checks.config_changes(stored, now) == [
+      "loss.new_temperature: (absent) -> 0.1", "loss.new_weight: (absent) -> 0.5"]
+  # A setting without its weight is a change.
+  del now["loss"]["new_weight"]
+  assert config_checks.config_changes(stored, now) == [
+      "loss.new_temperature: (absent) -> 0.1"]

@@ -1,8 +1,21 @@
-"""The Decoupling-NeRF training loss: SSIM (+ MSE) over the whole target image.
+"""The Decoupling-NeRF training loss: SSIM (+ MSE) over the whole target image, and a
+feature-level contrastive term.
 
-  loss = ssim_weight x (1 - SSIM) + mse_weight x MSE
+  loss = ssim_weight x (1 - SSIM) + mse_weight x MSE + contrastive_weight x InfoNCE
 
 with SSIM as :func:`movenerf.image.metrics.ssim` (scikit-image's, differentiable).
+
+The contrastive term (:func:`contrastive_loss`, off while ``contrastive_weight`` is 0)
+asks the scene encoder for features that name the 3D content under a pixel, whatever
+source view it is seen from: ``contrastive_points`` target pixels are drawn at random,
+each lifted to the world point at the depth the model renders there
+(:func:`movenerf.models.decoupled.model.layer_depth` of its compositing weights, held
+fixed), projected into every source view and the encoder's feature maps sampled there
+(:func:`movenerf.geometry.epipolar.project_and_sample`). Then :func:`info_nce` over
+every ordered pair of source views: the positive of a point in one view is the same
+point in the other, the negatives the other points, using only points visible in both.
+The loss is per example and a batch holds one example (one scene) per vmapped call, so
+the negatives are other points of the same scene, not other scenes.
 """
 
 from __future__ import annotations
@@ -10,10 +23,18 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from movenerf import validation
 from movenerf.geometry import rig
+from movenerf.geometry.cameras import Cameras
+from movenerf.geometry.epipolar import SourceViews, project_and_sample
+from movenerf.geometry.rays import flat_index_to_pixels, pixel_rays
 from movenerf.image import metrics
-from movenerf.models.decoupled.model import POSE_AUGMENTATIONS, DecoupledNeRF
+from movenerf.models.decoupled.model import POSE_AUGMENTATIONS, DecoupledNeRF, layer_depth
 from movenerf.models.examples import example_views
+
+# The contrastive settings of a loss section that lacks them: the term is off.
+CONTRASTIVE_DEFAULTS = {"contrastive_weight": 0.0, "contrastive_temperature": 0.1,
+                        "contrastive_points": 64}
 
 
 def image_loss(pred: jnp.ndarray, target: jnp.ndarray, ssim_weight: float = 1.0,
@@ -26,13 +47,92 @@ def image_loss(pred: jnp.ndarray, target: jnp.ndarray, ssim_weight: float = 1.0,
   return loss, {"mse": mse, "ssim": ssim, "loss": loss}
 
 
+def contrastive_settings(loss_cfg) -> tuple[float, float, int]:
+  """(weight, temperature, points) of a loss section, checked; missing keys take
+  :data:`CONTRASTIVE_DEFAULTS`.
+
+  Raises:
+    UsageError: a negative weight, a temperature <= 0 or fewer than 2 points, naming the
+      key (``loss.contrastive_...``).
+  """
+  get = lambda k: loss_cfg.get(k, CONTRASTIVE_DEFAULTS[k])
+  weight = validation.number("loss.contrastive_weight", get("contrastive_weight"),
+                             minimum=0.0)
+  temperature = validation.number("loss.contrastive_temperature",
+                                  get("contrastive_temperature"), above=0.0)
+  points = validation.integer("loss.contrastive_points", get("contrastive_points"),
+                              minimum=2)
+  return weight, temperature, points
+
+
+def info_nce(features: jnp.ndarray, visible: jnp.ndarray, temperature: float) -> jnp.ndarray:
+  """InfoNCE of P points' features across V views, averaged over (view a, view b != a,
+  anchor point i) with i visible in both views.
+
+  With unit vectors ``z = f / |f|`` and ``s_ij = z_i(a) . z_j(b) / temperature``, the
+  term of an anchor is ``-log(exp(s_ii) / sum_j exp(s_ij))``, the sum over the points j
+  visible in both a and b (i included). Invisible points are neither anchors nor
+  negatives; with no anchor at all the loss is 0. Identical features across views of
+  mutually orthogonal points give the minimum ``log(1 + (N - 1) exp(-1 / temperature))``
+  for N visible points; features unrelated across views give about ``log(N)``.
+
+  Args:
+    features: [P, V, C].
+    visible: [P, V] bool.
+    temperature: > 0.
+
+  Returns:
+    [] the mean term.
+  """
+  num_points, num_views = features.shape[:2]
+  # rsqrt of a clamped square: finite gradients at the zero features of points outside
+  # a view (where a norm's gradient is 0 / 0).
+  z = features * jax.lax.rsqrt(jnp.maximum(jnp.sum(features ** 2, -1, keepdims=True), 1e-12))
+  logits = jnp.einsum("iac,jbc->abij", z, z) / temperature  # [V, V, P, P]
+  vis = visible.T.astype(bool)  # [V, P]
+  both = vis[:, None, :] & vis[None, :, :]  # [a, b, point]
+  anchors = both & ~jnp.eye(num_views, dtype=bool)[:, :, None]
+  # Candidates: the points visible in both views, and the anchor itself (which keeps the
+  # rows of non-anchors finite; they are dropped below).
+  candidates = both[:, :, None, :] | jnp.eye(num_points, dtype=bool)
+  lse = jax.nn.logsumexp(jnp.where(candidates, logits, -jnp.inf), axis=-1)  # [V, V, P]
+  terms = lse - jnp.diagonal(logits, axis1=2, axis2=3)
+  count = jnp.sum(anchors)
+  return jnp.sum(jnp.where(anchors, terms, 0.0)) / jnp.maximum(count, 1)
+
+
+def surface_points(target: Cameras, depth: jnp.ndarray, key: jax.Array,
+                   num_points: int) -> jnp.ndarray:
+  """[P, 3] world points: P distinct target pixels drawn with ``key`` (all of them when
+  P >= H * W), each at its z-depth in ``depth`` [H, W] along its ray."""
+  height, width = depth.shape
+  num_points = min(num_points, height * width)
+  flat = jax.random.choice(key, height * width, (num_points,), replace=False)
+  rays = pixel_rays(target, flat_index_to_pixels(flat, width))
+  return rays.origins + depth.reshape(-1)[flat][:, None] * rays.directions
+
+
+def contrastive_loss(features: jnp.ndarray, points: jnp.ndarray, target: Cameras,
+                     sources: SourceViews, temperature: float) -> jnp.ndarray:
+  """:func:`info_nce` of the source feature maps [V, h, w, C] sampled at the projections
+  of ``points`` [P, 3] into the sources (visible: in front of the camera and inside the
+  image)."""
+  samples, _ = project_and_sample(points[:, None], target, sources, features)
+  num_channels = features.shape[-1]
+  feats = samples.rgb_feat[:, 0, :, -num_channels:]  # [P, V, C]
+  return info_nce(feats, samples.mask[:, 0, :, 0] > 0, temperature)
+
+
 def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cfg,
                  image_hw: tuple[int, int]) -> tuple[jnp.ndarray, dict]:
   """(loss, metrics) of one example: the whole target image from its source views.
 
   ``ex["rgb"]`` holds every target pixel in raster order ([H * W, 3]); ``key`` draws the
-  rig transform of ``config.pose_augmentation`` (unused without it).
+  rig transform of ``config.pose_augmentation`` and, folded with 1, the contrastive
+  term's pixels (each unused without its option). With ``loss_cfg.contrastive_weight``
+  > 0 the metrics also hold ``contrastive``, the unweighted InfoNCE.
   """
+  weight, temperature, num_points = contrastive_settings(loss_cfg)
   max_scale = POSE_AUGMENTATIONS[model.config.pose_augmentation]
   if max_scale is not None:
     ex = rig.random_rig_transform(ex, key, max_scale)
@@ -42,5 +142,12 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
                      f"pixels for a {h}x{w} view; draw examples with pixel_mode='image'")
   _, target, sources = example_views(ex, image_hw)
   out = model.apply({"params": params}, sources.images, sources.cameras, target)
-  return image_loss(out["rgb"], ex["rgb"].reshape(h, w, 3), loss_cfg.ssim_weight,
-                    loss_cfg.mse_weight)
+  loss, terms = image_loss(out["rgb"], ex["rgb"].reshape(h, w, 3), loss_cfg.ssim_weight,
+                           loss_cfg.mse_weight)
+  if weight > 0:
+    depth = layer_depth(jax.lax.stop_gradient(out["weights"]), ex["near"], ex["far"])
+    points = surface_points(target, depth, jax.random.fold_in(key, 1), num_points)
+    term = contrastive_loss(out["features"], points, target, sources, temperature)
+    loss = loss + weight * term
+    terms = dict(terms, contrastive=term, loss=loss)
+  return loss, terms

@@ -347,7 +347,8 @@ class DecoupledNeRF(nn.Module):
         [V, H / 8, W / 8] per token.
 
     Returns:
-      dict with rgb [H, W, 3], layers [D, H, W, 4], weights [D, H, W], acc [H, W].
+      dict with rgb [H, W, 3], layers [D, H, W, 4], weights [D, H, W], acc [H, W] and
+      features [V, H / 8, W / 8, C], the scene encoder's maps of the sources.
     """
     cfg = self.config
     num_views, height, width = src_images.shape[:3]
@@ -384,7 +385,8 @@ class DecoupledNeRF(nn.Module):
                                    name="attention")(tgt_pe, src_pe, features, src_mask)
     layers = LayeredRenderer(cfg.num_layers, cfg.render_width, name="renderer")(rebuilt)
     rgb, acc, weights = composite_layers(layers, 1.0 if cfg.white_background else 0.0)
-    return {"rgb": rgb, "layers": layers, "weights": weights, "acc": acc}
+    return {"rgb": rgb, "layers": layers, "weights": weights, "acc": acc,
+            "features": features}
 
 
 def layer_depth(weights: jnp.ndarray, near, far) -> jnp.ndarray:
