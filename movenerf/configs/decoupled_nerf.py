@@ -9,7 +9,9 @@ once, so its examples are whole images (``data.example.pixel_mode = "image"``,
 ``rays_per_example = H * W``) and the loss is ``ssim_weight * (1 - SSIM) + mse_weight *
 MSE + contrastive_weight * InfoNCE``, the last a feature-level contrastive term between
 the source views (``movenerf/models/decoupled/loss.py``; off at weight 0, with
-``contrastive_temperature`` and ``contrastive_points`` target pixels). Everything else
+``contrastive_temperature`` and ``contrastive_points`` target pixels). With
+``model.vq_codebook_size`` > 0 the encoder's features are vector-quantised and the
+VQ-VAE codebook and commitment losses (beta ``loss.vq_commitment``) join. Everything else
 (train loop, checkpoints, resume, TensorBoard, eval, video) is shared with GNT.
 
 Variants (``--config experiments/decoupled_nerf.py:VARIANT`` in a checkout, ``--config
@@ -86,7 +88,7 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   c.model.name = "decoupled"
   c.loss = ml_collections.ConfigDict(dict(
       ssim_weight=1.0, mse_weight=0.0, contrastive_weight=0.0, contrastive_temperature=0.1,
-      contrastive_points=64))
+      contrastive_points=64, vq_commitment=0.25))
   c.optim.update(name="adamax", lr_feature=2e-3, lr_transformer=2e-3, decay_steps=0)
   c.data.example.pixel_mode = "image"
 

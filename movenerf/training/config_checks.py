@@ -83,7 +83,7 @@ def check_run_config(config: Any, device_count: int, process_count: int = 1) -> 
   v.number("optim.clip_norm", o.clip_norm, minimum=0.0)
   v.integer("optim.accumulate_steps", o.accumulate_steps, minimum=1)
 
-  # loss: term weights, softmax temperatures and counts of sample points
+  # loss: term weights, softmax temperatures, counts of sample points, commitment costs
   for key, value in config.loss.items():
     if key.endswith("_weight"):
       v.number(f"loss.{key}", value, minimum=0.0)
@@ -91,6 +91,8 @@ def check_run_config(config: Any, device_count: int, process_count: int = 1) -> 
       v.number(f"loss.{key}", value, above=0.0)
     elif key.endswith("_points"):
       v.integer(f"loss.{key}", value, minimum=2)
+    elif key.endswith("_commitment"):
+      v.number(f"loss.{key}", value, minimum=0.0)
 
   check_eval_config(config)
   if config.init_from and not storage.exists(config.init_from):
@@ -168,8 +170,10 @@ def config_changes(stored: Any, current: Any,
   """``'key: stored -> current'`` for each key whose value differs between two configs,
   leaving out the keys under ``free`` and the keys the stored config lacks that are off
   in the current one (None, False, "" or 0), or that set a term whose weight
-  (``NAME_weight`` beside ``NAME_...``) is such a key: options added to the code since
-  the run started, whose off value is the behaviour the run had."""
+  (``NAME_weight`` beside ``NAME_...``) is such a key, or an option whose switch in
+  another section, named with the same first word (``model.vq_codebook_size`` for
+  ``loss.vq_commitment``), is such a key: options added to the code since the run
+  started, whose off value is the behaviour the run had."""
 
   def is_free(key):
     return any(key == f or key.startswith(f + ".") for f in free)
@@ -181,11 +185,22 @@ def config_changes(stored: Any, current: Any,
   differences = _differences(_plain(stored), _plain(current))
   new_and_off = {k for k, a, b in differences if a is _ABSENT and is_off(b)}
 
+  def option(key):
+    section, _, name = key.rpartition(".")
+    return section, name.split("_", 1)[0]
+
   def of_an_off_term(key, a):
     section, _, name = key.rpartition(".")
     stem = name.rsplit("_", 1)[0]
     weight = f"{section}.{stem}_weight" if section else f"{stem}_weight"
-    return a is _ABSENT and "_" in name and weight in new_and_off
+    if a is not _ABSENT or "_" not in name:
+      return False
+    # A switch in another section with the same first word (model.vq_codebook_size
+    # beside loss.vq_commitment).
+    section, word = option(key)
+    return weight in new_and_off or any(
+        "_" in k.rpartition(".")[2] and option(k)[1] == word and option(k)[0] != section
+        for k in new_and_off)
 
   return [f"{k}: {_shown(a)} -> {_shown(b)}" for k, a, b in differences
           if not is_free(k) and k not in new_and_off and not of_an_off_term(k, a)]

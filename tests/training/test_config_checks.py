@@ -124,3 +124,19 @@ def test_config_changes_pass_new_terms_whose_weight_is_zero():
   del now["loss"]["new_weight"]
   assert config_checks.config_changes(stored, now) == [
       "loss.new_temperature: (absent) -> 0.1"]
+
+
+def test_config_changes_pass_the_settings_of_an_off_switch_in_another_section():
+  # model.new_size off passes loss.new_beta with it; on, both are named.
+  stored = small_config().to_dict()
+  now = small_config().to_dict()
+  now["model"]["new_size"] = 0
+  now["loss"]["new_beta"] = 0.25
+  assert config_checks.config_changes(stored, now) == []
+  now["model"]["new_size"] = 8
+  assert config_checks.config_changes(stored, now) == [
+      "loss.new_beta: (absent) -> 0.25", "model.new_size: (absent) -> 8"]
+  # Another first word is not the switch's.
+  now["model"]["new_size"] = 0
+  now["loss"]["other_beta"] = 0.5
+  assert config_checks.config_changes(stored, now) == ["loss.other_beta: (absent) -> 0.5"]

@@ -2,8 +2,11 @@
 feature-level contrastive term.
 
   loss = ssim_weight x (1 - SSIM) + mse_weight x MSE + contrastive_weight x InfoNCE
+         [+ codebook + vq_commitment x commitment]
 
-with SSIM as :func:`movenerf.image.metrics.ssim` (scikit-image's, differentiable).
+with SSIM as :func:`movenerf.image.metrics.ssim` (scikit-image's, differentiable). The
+bracketed VQ-VAE terms (:func:`movenerf.models.decoupled.model.vector_quantise`) are
+there while the model's ``vq_codebook_size`` is > 0; ``vq_commitment`` is beta (0.25).
 
 The contrastive term (:func:`contrastive_loss`, off while ``contrastive_weight`` is 0)
 asks the scene encoder for features that name the 3D content under a pixel, whatever
@@ -35,6 +38,8 @@ from movenerf.models.examples import example_views
 # The contrastive settings of a loss section that lacks them: the term is off.
 CONTRASTIVE_DEFAULTS = {"contrastive_weight": 0.0, "contrastive_temperature": 0.1,
                         "contrastive_points": 64}
+# beta of the VQ-VAE commitment loss in a loss section that lacks it.
+VQ_COMMITMENT = 0.25
 
 
 def image_loss(pred: jnp.ndarray, target: jnp.ndarray, ssim_weight: float = 1.0,
@@ -63,6 +68,16 @@ def contrastive_settings(loss_cfg) -> tuple[float, float, int]:
   points = validation.integer("loss.contrastive_points", get("contrastive_points"),
                               minimum=2)
   return weight, temperature, points
+
+
+def vq_commitment(loss_cfg) -> float:
+  """beta, ``loss.vq_commitment`` (default :data:`VQ_COMMITMENT`), checked.
+
+  Raises:
+    UsageError: a negative value, naming the key.
+  """
+  return validation.number("loss.vq_commitment", loss_cfg.get("vq_commitment", VQ_COMMITMENT),
+                           minimum=0.0)
 
 
 def info_nce(features: jnp.ndarray, visible: jnp.ndarray, temperature: float) -> jnp.ndarray:
@@ -130,9 +145,12 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
   ``ex["rgb"]`` holds every target pixel in raster order ([H * W, 3]); ``key`` draws the
   rig transform of ``config.pose_augmentation`` and, folded with 1, the contrastive
   term's pixels (each unused without its option). With ``loss_cfg.contrastive_weight``
-  > 0 the metrics also hold ``contrastive``, the unweighted InfoNCE.
+  > 0 the metrics also hold ``contrastive``, the unweighted InfoNCE; with the model's
+  ``vq_codebook_size`` > 0 they hold ``vq_codebook`` and ``vq_commitment`` (unweighted)
+  and ``vq_perplexity``, the codebook usage.
   """
   weight, temperature, num_points = contrastive_settings(loss_cfg)
+  beta = vq_commitment(loss_cfg)
   max_scale = POSE_AUGMENTATIONS[model.config.pose_augmentation]
   if max_scale is not None:
     ex = rig.random_rig_transform(ex, key, max_scale)
@@ -150,4 +168,8 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
     term = contrastive_loss(out["features"], points, target, sources, temperature)
     loss = loss + weight * term
     terms = dict(terms, contrastive=term, loss=loss)
+  if model.config.vq_codebook_size:
+    loss = loss + out["vq_codebook"] + beta * out["vq_commitment"]
+    terms = dict(terms, loss=loss, **{k: out[k] for k in (
+        "vq_codebook", "vq_commitment", "vq_perplexity")})
   return loss, terms

@@ -150,6 +150,63 @@ class SceneEncoder(nn.Module):
     return nn.Conv(self.width, (1, 1), name="out")(x)
 
 
+def vector_quantise(z: jnp.ndarray, codebook: jnp.ndarray) -> dict[str, jnp.ndarray]:
+  """Replace every vector of ``z`` by its nearest codeword (van den Oord et al. 2017).
+
+  The nearest codeword is the one of least squared Euclidean distance, computed as
+  ``|z|^2 - 2 z.e + |e|^2``; exact ties go to the lowest codeword index (``argmin``).
+  The output is ``z + sg(e - z)``: the value of the codeword ``e``, with the gradient
+  passed straight through to ``z``. The losses are means over all elements (the
+  squared norm divided by C, averaged over the vectors):
+
+    codebook   = mean((sg(z) - e)^2)   trains the codebook only;
+    commitment = mean((z - sg(e))^2)   trains the encoder only (weighted by beta).
+
+  Args:
+    z: [..., C] vectors.
+    codebook: [K, C] codewords.
+
+  Returns:
+    dict with 'quantised' [..., C], 'indices' [...] (int32), 'codebook' [] and
+    'commitment' [] (the two losses) and 'perplexity' [], ``exp`` of the entropy of the
+    codewords' frequencies over the vectors of ``z`` (1: one codeword used, K: all
+    used equally).
+  """
+  flat = z.reshape(-1, z.shape[-1])
+  dist = (jnp.sum(flat ** 2, -1, keepdims=True) - 2.0 * flat @ codebook.T
+          + jnp.sum(codebook ** 2, -1))
+  indices = jnp.argmin(dist, axis=-1)
+  e = codebook[indices].reshape(z.shape)
+  sg = jax.lax.stop_gradient
+  freq = jnp.mean(jax.nn.one_hot(indices, codebook.shape[0], dtype=z.dtype), axis=0)
+  entropy = -jnp.sum(jnp.where(freq > 0, freq * jnp.log(jnp.where(freq > 0, freq, 1.0)),
+                               0.0))
+  return {"quantised": z + sg(e - z), "indices": indices.reshape(z.shape[:-1]),
+          "codebook": jnp.mean((sg(z) - e) ** 2),
+          "commitment": jnp.mean((z - sg(e)) ** 2),
+          "perplexity": jnp.exp(entropy)}
+
+
+class VectorQuantiser(nn.Module):
+  """A learned codebook [K, C] (``codebook``, initialised normal with standard deviation
+  ``init_scale``) applied with :func:`vector_quantise`.
+
+  Attributes:
+    num_codes: K.
+    init_scale: standard deviation of the initial codewords (0.1: about that of the
+      scene encoder's output channels at its initialisation).
+  """
+
+  num_codes: int
+  init_scale: float = 0.1
+
+  @nn.compact
+  def __call__(self, z: jnp.ndarray) -> dict[str, jnp.ndarray]:
+    codebook = self.param("codebook", nn.initializers.normal(self.init_scale),
+                          (self.num_codes, z.shape[-1]), jnp.float32)
+    return vector_quantise(z, codebook)
+
+
 class RebuildViewAttention(nn.Module):
   """Multi-head attention from the target's pixel grid onto all source tokens.
 
@@ -296,6 +353,14 @@ class DecoupledConfig:
       encoding of v's own pixel rays in its frame. Nothing depends on where the rig is,
       so the render is invariant to a rigid transform of all cameras (not to a scale:
       the moments scale with it). PE width 12L instead of 6L.
+    vq_codebook_size: K > 0 puts a vector-quantised bottleneck (a VQ-VAE's, van den
+      Oord et al. 2017) on the scene encoder's output: every feature vector is replaced
+      by the nearest of K learned codewords of ``enc_width`` channels
+      (:class:`VectorQuantiser`, initialised normal with standard deviation 0.1) before
+      rebuild-view attention, the encoder trained through the straight-through
+      estimator. Only the encoder's features are quantised, not the renderer's input.
+      The codebook and commitment losses are the loss's (``loss.vq_commitment``). 0:
+      off, no codebook.
   """
 
   num_freqs: int = 12
@@ -308,11 +373,13 @@ class DecoupledConfig:
   white_background: bool = False
   pose_augmentation: str = ""
   relative_encoding: bool = False
+  vq_codebook_size: int = 0
 
   def __post_init__(self):
     for key in ("num_freqs", "enc_width", "attn_heads", "head_dim", "width",
                 "render_width", "num_layers"):
       validation.integer(key, getattr(self, key), minimum=1)
+    validation.integer("vq_codebook_size", self.vq_codebook_size, minimum=0)
     if self.pose_augmentation not in POSE_AUGMENTATIONS:
       raise ValueError(f"pose_augmentation={self.pose_augmentation!r}: choose from "
                        f"{', '.join(repr(k) for k in POSE_AUGMENTATIONS)}")
@@ -348,7 +415,9 @@ class DecoupledNeRF(nn.Module):
 
     Returns:
       dict with rgb [H, W, 3], layers [D, H, W, 4], weights [D, H, W], acc [H, W] and
-      features [V, H / 8, W / 8, C], the scene encoder's maps of the sources.
+      features [V, H / 8, W / 8, C], the scene encoder's maps of the sources (before
+      quantisation); with ``vq_codebook_size`` also vq_indices [V, H / 8, W / 8] and
+      the scalars vq_codebook, vq_commitment and vq_perplexity (:func:`vector_quantise`).
     """
     cfg = self.config
     num_views, height, width = src_images.shape[:3]
@@ -379,14 +448,19 @@ class DecoupledNeRF(nn.Module):
       src_pe = jax.vmap(grid_pe)(src_cameras)  # [V, h, w, 6L]
       tgt_pe = grid_pe(tgt_camera)  # [h, w, 6L]
     features = SceneEncoder(cfg.enc_width, name="scene_encoder")(src_images)
+    values, vq = features, {}
+    if cfg.vq_codebook_size:
+      q = VectorQuantiser(cfg.vq_codebook_size, name="vq")(features)
+      values = q["quantised"]
+      vq = {f"vq_{k}": q[k] for k in ("indices", "codebook", "commitment", "perplexity")}
     if src_mask is not None and src_mask.ndim == 1:
       src_mask = src_mask[:, None, None]
     rebuilt = RebuildViewAttention(cfg.attn_heads, cfg.head_dim, cfg.width,
-                                   name="attention")(tgt_pe, src_pe, features, src_mask)
+                                   name="attention")(tgt_pe, src_pe, values, src_mask)
     layers = LayeredRenderer(cfg.num_layers, cfg.render_width, name="renderer")(rebuilt)
     rgb, acc, weights = composite_layers(layers, 1.0 if cfg.white_background else 0.0)
     return {"rgb": rgb, "layers": layers, "weights": weights, "acc": acc,
-            "features": features}
+            "features": features, **vq}
 
 
 def layer_depth(weights: jnp.ndarray, near, far) -> jnp.ndarray:
