@@ -308,16 +308,17 @@ def format_table(results: dict) -> str:
 
 
 def _write_sheets(results: dict, out_dir: str) -> None:
-  """One sheet per view: ground truth | each entry's prediction (baseline first)."""
+  """One sheet per view: ground truth | each entry's prediction (baseline first), each
+  labelled with its name."""
   names = list(results)
   first = results[names[0]]
   for group in ("unseen", "seen"):
     for v in first[group + "_views"]:
       rel = f"{v['dataset']}/{v['scene']}/{v['view']:03d}"
       folder = lambda n: storage.join(out_dir, n.replace(" ", "_"), rel)
-      images = [_read(folder(names[0]) + "_gt.png")]
-      images += [_read(folder(n) + "_pred.png") for n in names]
-      sheet = visualize.contact_sheet(images, columns=len(images))
+      panels = [visualize.panel(_read(folder(names[0]) + "_gt.png"), "ground truth")]
+      panels += [visualize.panel(_read(folder(n) + "_pred.png"), n) for n in names]
+      sheet = visualize.hstack(panels)
       visualize.save_png(storage.join(out_dir, "sheets", rel.replace("/", "_") + ".png"),
                          sheet)
 

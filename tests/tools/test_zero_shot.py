@@ -3,8 +3,11 @@ nearest-source-view baseline, on a short Decoupling-NeRF run."""
 
 import json
 
+import imageio.v3 as imageio
+import numpy as np
 import pytest
 
+from movenerf.evaluation import visualize
 from movenerf.tools import zero_shot
 
 # One worker runs every test of the shared decoupled_run fixture (conftest.py).
@@ -36,6 +39,10 @@ def test_zero_shot_table(trained, tmp_path):
   assert "| unseen PSNR | unseen SSIM | unseen LPIPS-vgg | seen PSNR |" in table
   sheets = list((tmp_path / "sheets").glob("*.png"))
   assert len(sheets) == 2  # one unseen view, one seen view
+  # Labelled panels: ground truth, the baseline, A side by side, a line of text above each.
+  sheet = imageio.imread(sheets[0])[..., :3].astype(np.float32) / 255.0
+  label_band = sheet[:visualize.TEXT_SCALE * 13]
+  assert label_band.min() < 0.5 and sheet.shape[1] >= 3 * sheet.shape[0] // 2
 
 
 def test_zero_shot_probe(trained, tmp_path, monkeypatch):
