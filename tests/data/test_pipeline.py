@@ -240,6 +240,9 @@ def main(_):
       num_source_views=4, rays_per_example=8), seed=0)
   it = pipeline.train_iterator(maker, global_batch=2, num_workers=2)
   next(it)
+  deadline = time.time() + 120  # grain may start its second worker after the first batch
+  while len(multiprocessing.active_children()) < 2 and time.time() < deadline:
+    time.sleep(0.1)
   print(" ".join(str(p.pid) for p in multiprocessing.active_children()), flush=True)
   time.sleep(600)
 
