@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from movenerf.geometry.alignment import rotation_angle_deg
+from movenerf.geometry import rig
 from movenerf.geometry.cameras import look_at
 
 # A 360-degree orbit becomes degenerate when the cameras look straight down the up
@@ -296,12 +297,8 @@ def rotation_to_quaternion(rot) -> np.ndarray:
 
 
 def quaternion_to_rotation(q) -> np.ndarray:
-  """Unit quaternion (w, x, y, z) -> [3, 3] rotation."""
-  w, x, y, z = np.asarray(q, np.float64) / np.linalg.norm(q)
-  return np.array([
-      [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-      [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-      [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+  """Unit quaternion (w, x, y, z) -> [3, 3] rotation, in float64 NumPy."""
+  return rig.quaternion_to_rotation(np.asarray(q, np.float64), xp=np)
 
 
 def slerp(q0, q1, t: float) -> np.ndarray:

@@ -22,10 +22,11 @@ POSE_KEYS = ("src_c2w", "tgt_c2w")
 RANGE_KEYS = ("near", "far")
 
 
-def quaternion_to_rotation(q: jnp.ndarray) -> jnp.ndarray:
-  """[4] quaternion (w, x, y, z; any non-zero length) -> [3, 3] rotation matrix."""
-  w, x, y, z = q / jnp.linalg.norm(q)
-  return jnp.array([
+def quaternion_to_rotation(q, xp=jnp):
+  """[4] quaternion (w, x, y, z; any non-zero length) -> [3, 3] rotation matrix, computed
+  with the array module ``xp`` (``jnp``, traceable; or ``np``, in the dtype of ``q``)."""
+  w, x, y, z = q / xp.linalg.norm(q)
+  return xp.array([
       [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
       [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
       [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],

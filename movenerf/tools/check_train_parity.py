@@ -73,7 +73,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from movenerf import sharding
+from movenerf import cli, sharding
 from movenerf.configs import base, gnt
 from movenerf.data import pipeline
 from movenerf.geometry import cameras as cameras_lib
@@ -201,12 +201,10 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
   literals (else strings).
 
   Raises:
-    ValueError: a setting without ``=`` or for a key the config lacks.
+    ValueError: a setting without ``=`` (:func:`movenerf.cli.key_values`) or for a key
+      the config lacks.
   """
-  for item in overrides:
-    key, sep, text = item.partition("=")
-    if not sep:
-      raise ValueError(f"--set {item!r}: want KEY=VALUE, e.g. optim.eps=1e-7")
+  for key, text in cli.key_values(overrides, "--set").items():
     try:
       value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -216,7 +214,7 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     for part in path:
       node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
     if not isinstance(node, ml_collections.ConfigDict) or leaf not in node:
-      raise ValueError(f"--set {item!r}: the config has no key {key!r}")
+      raise ValueError(f"--set {key}={text}: the config has no key {key!r}")
     node[leaf] = value
 
 

@@ -179,6 +179,14 @@ def _loaded_runs(runs: Sequence[tuple[str, str]]) -> list[tuple]:
   return loaded
 
 
+def _predictor(model, params, chunk_size: int):
+  """``example -> outputs``: the run's render, or the nearest source view (``model``
+  None)."""
+  if model is None:
+    return evaluation.nearest_view
+  return lambda ex: evaluation.render_example(model, {"params": params}, ex, chunk_size)
+
+
 def probe(runs: Sequence[tuple[str, str]], out_dir: str, seed: int = 0,
           max_scale: float = 2.0, verbose: bool = True) -> dict:
   """Probes every ``(name, workdir)`` and the baseline on the held-out views of the
@@ -197,11 +205,7 @@ def probe(runs: Sequence[tuple[str, str]], out_dir: str, seed: int = 0,
   results = {}
   entries = [(BASELINE, None, None)] + [(n, m, p) for n, c, m, p, _ in loaded]
   for name, model, params in entries:
-    if model is None:
-      predict = evaluation.nearest_view
-    else:
-      predict = (lambda m, v, c: lambda ex: evaluation.render_example(m, v, ex, c))(
-          model, {"params": params}, cfg.chunk_size)
+    predict = _predictor(model, params, cfg.chunk_size)
     views = []
     for dataset, exs in examples.items():
       try:
@@ -237,9 +241,7 @@ def compare_protocol(runs: Sequence[tuple[str, str]], out_dir: str, protocol: st
                      "numbers would not be comparable")
   summaries = {}
   for name, config, model, params, budget in loaded:
-    variables = {"params": params}
-    predict = (lambda m, v, c: lambda ex: evaluation.render_example(m, v, ex, c))(
-        model, variables, config.eval.chunk_size)
+    predict = _predictor(model, params, config.eval.chunk_size)
     summary = protocols.run_protocol_eval(
         protocol, data_root, out_dir, predict,
         protocols.lpips_functions(config.eval),

@@ -12,7 +12,6 @@ import optax
 import pytest
 
 from movenerf import train as train_main
-from movenerf.data.procedural import make_scene
 from movenerf.geometry import rig
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.projection import project_points
@@ -21,25 +20,15 @@ from movenerf.models import registry
 from movenerf.models.decoupled import loss as dc_loss
 from movenerf.models.decoupled import model as dc
 from movenerf.validation import UsageError
-from tests.models.decoupled.helpers import small_config
+from tests.models.decoupled.helpers import TINY_MODEL as TINY, small_config, whole_image_example
 
 SIZE = 32
-TINY = dict(num_freqs=4, enc_width=8, attn_heads=2, head_dim=8, width=16, render_width=8,
-            num_layers=3, white_background=True)
 LOSS = ml_collections.ConfigDict(dict(ssim_weight=1.0, mse_weight=0.0))
 
 
 @pytest.fixture(scope="module")
 def example():
-  """A whole-image training example: target view 4 of a generated scene, sources 0-3."""
-  s = make_scene(0, "object", num_views=5, height=SIZE, width=SIZE)
-  v, u = np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij")
-  return dict(pixels=jnp.asarray(np.stack([u.ravel(), v.ravel()], -1), jnp.float32),
-              rgb=jnp.asarray(s.images[4].reshape(-1, 3), jnp.float32) / 255.0,
-              src_images=jnp.asarray(s.images[:4]),
-              src_intrinsics=jnp.asarray(s.intrinsics[:4]), src_c2w=jnp.asarray(s.c2w[:4]),
-              tgt_intrinsics=jnp.asarray(s.intrinsics[4]), tgt_c2w=jnp.asarray(s.c2w[4]),
-              near=jnp.float32(s.near), far=jnp.float32(s.far))
+  return whole_image_example(SIZE)
 
 
 def test_rig_transform_keeps_the_epipolar_projections(example):

@@ -14,11 +14,10 @@ from movenerf.data.procedural import make_scene
 from movenerf.geometry import rig
 from movenerf.geometry.cameras import Cameras
 from movenerf.models.decoupled import loss as dc_loss
+from tests.models.decoupled.helpers import TINY_MODEL as TINY
 from movenerf.models.decoupled import model as dc
 
 SIZE = 32
-TINY = dict(num_freqs=4, enc_width=8, attn_heads=2, head_dim=8, width=16, render_width=8,
-            num_layers=3, white_background=True)
 
 
 def _key(seed):
