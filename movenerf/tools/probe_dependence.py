@@ -5,7 +5,8 @@ movenerf.tools.zero_shot --probe``):
 
 * **source swap**: the same target camera and source cameras, with the source images
   replaced by those of the example at the same position in another scene of the same
-  dataset. Reported: the mean absolute change of the rendered RGB (``swap_change``), the
+  dataset (for a dataset with a single scene, in a held-out view of a training scene;
+  its cameras differ, so the swap also moves the images' viewpoints). Reported: the mean absolute change of the rendered RGB (``swap_change``), the
   PSNR between the two renders, and for scale the mean absolute difference of the two
   scenes' ground-truth targets (``gt_change``). ``swap_ratio = mean swap_change / mean
   gt_change``: about 1 for a model that re-renders what the sources show (copying the
@@ -89,19 +90,44 @@ def moved(ex: dict, key: jax.Array, rotate: bool = True, max_scale: float = 1.0)
   return out
 
 
+def partners_from(examples: Sequence[dict], others: Sequence[dict]) -> list[dict]:
+  """For every example, the example of ``others`` at its position within its scene (or
+  the last one): swap partners from another set of scenes, for a dataset with one scene.
+
+  Raises:
+    ValueError: ``others`` is empty or shares a scene with ``examples``.
+  """
+  if not others:
+    raise ValueError("no partner examples for the source swap")
+  shared = {ex["scene_id"] for ex in examples} & {ex["scene_id"] for ex in others}
+  if shared:
+    raise ValueError(f"swap partners from the same scene: {', '.join(sorted(shared))}")
+  position: dict[str, int] = {}
+  partners = []
+  for ex in examples:
+    i = position[ex["scene_id"]] = position.get(ex["scene_id"], -1) + 1
+    partners.append(others[min(i, len(others) - 1)])
+  return partners
+
+
 def probe_views(predict: Predict, examples: Sequence[dict], seed: int = 0,
-                max_scale: float = 2.0) -> list[dict]:
+                max_scale: float = 2.0,
+                partners: Sequence[dict] | None = None) -> list[dict]:
   """Per example: dataset-free rows with ``scene``, ``view``, ``partner`` (its swap
   partner's scene), ``gt_change``, and ``<probe>_change`` / ``<probe>_psnr`` for each of
-  ``PROBES``. ``predict(example) -> {'rgb': [H, W, 3] in [0, 1], ...}``."""
+  ``PROBES``. ``predict(example) -> {'rgb': [H, W, 3] in [0, 1], ...}``. The swap
+  partners are ``partners`` (one per example), else those of :func:`pair_scenes`."""
   if max_scale < 1.0:
     raise ValueError(f"max_scale={max_scale}: must be >= 1")
   examples = list(examples)
-  partners = pair_scenes(examples)
+  if partners is None:
+    partners = [examples[j] for j in pair_scenes(examples)]
+  if len(partners) != len(examples):
+    raise ValueError(f"{len(partners)} swap partners for {len(examples)} examples")
   key = jax.random.key(seed)
   rows = []
   for i, ex in enumerate(examples):
-    other = examples[partners[i]]
+    other = partners[i]
     base = predict(ex)["rgb"]
     k = jax.random.fold_in(key, i)
     renders = {

@@ -202,6 +202,9 @@ def probe(runs: Sequence[tuple[str, str]], out_dir: str, seed: int = 0,
         image_size=cfg.get("image_size")))
   if not examples:
     raise ValueError("--probe needs evaluation scenes (data.eval is empty)")
+  partners = {name: _training_partners(loaded[0][1], exs)
+              for name, exs in examples.items()
+              if len({ex["scene_id"] for ex in exs}) == 1}
   results = {}
   entries = [(BASELINE, None, None)] + [(n, m, p) for n, c, m, p, _ in loaded]
   for name, model, params in entries:
@@ -209,7 +212,8 @@ def probe(runs: Sequence[tuple[str, str]], out_dir: str, seed: int = 0,
     views = []
     for dataset, exs in examples.items():
       try:
-        rows = probe_dependence.probe_views(predict, exs, seed, max_scale)
+        rows = probe_dependence.probe_views(predict, exs, seed, max_scale,
+                                            partners.get(dataset))
       except ValueError as e:
         raise ValueError(f"data.eval.{dataset}: {e}") from None
       views += [dict(dataset=dataset, **r) for r in rows]
@@ -223,6 +227,23 @@ def probe(runs: Sequence[tuple[str, str]], out_dir: str, seed: int = 0,
   if verbose:
     print(table)
   return results
+
+
+def _training_partners(config, examples: list[dict]) -> list[dict]:
+  """Swap partners for a single-scene evaluation dataset: the held-out views of the
+  first training scene that has a test split (see ``probe_dependence.partners_from``)."""
+  cfg = config.eval
+  for name in sorted(config.data.train.keys()):
+    source = train_data.make_source(name, config.data.train[name])
+    if "test" not in source.splits():
+      continue
+    first = source.scenes("test")[0].scene_id
+    others = list(pipeline.eval_examples(
+        source, cfg.num_source_views, scene_ids=[first], max_views_per_scene=len(examples),
+        image_size=cfg.get("image_size")))
+    return probe_dependence.partners_from(examples, others)
+  raise ValueError(f"the source swap needs two scenes, got {examples[0]['scene_id']} "
+                   "and no training scene with held-out views")
 
 
 def compare_protocol(runs: Sequence[tuple[str, str]], out_dir: str, protocol: str,

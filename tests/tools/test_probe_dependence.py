@@ -66,6 +66,19 @@ def test_swap_needs_two_scenes():
     pd.probe_views(evaluation.nearest_view, _fake_examples(num_scenes=1))
 
 
+def test_partners_from_other_scenes_for_a_single_scene():
+  exs = _fake_examples(num_scenes=1, views=3)
+  others = [dict(ex, scene_id="t0") for ex in _fake_examples(num_scenes=1, views=2, seed=1)]
+  partners = pd.partners_from(exs, others)
+  assert [p is o for p, o in zip(partners, [others[0], others[1], others[1]])] == [True] * 3
+  s = pd.summarize(pd.probe_views(evaluation.nearest_view, exs, partners=partners))
+  assert s["swap_ratio"] == pytest.approx(1.0, abs=1e-6)  # copying follows the swap
+  with pytest.raises(ValueError, match="swap partners from the same scene: s0"):
+    pd.partners_from(exs, exs)
+  with pytest.raises(ValueError, match="2 swap partners for 3 examples"):
+    pd.probe_views(evaluation.nearest_view, exs, partners=others)
+
+
 def test_rig_transform_keeps_relative_geometry():
   rng = np.random.default_rng(1)
   c2w = np.tile(np.eye(4, dtype=np.float32), (3, 1, 1))

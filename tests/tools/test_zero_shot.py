@@ -7,6 +7,7 @@ import imageio.v3 as imageio
 import numpy as np
 import pytest
 
+from movenerf.data import sources as train_data
 from movenerf.evaluation import visualize
 from movenerf.tools import zero_shot
 
@@ -54,9 +55,15 @@ def test_zero_shot_probe(trained, tmp_path, monkeypatch):
     config.data.eval.unseen.options.num_scenes = 2
     return config, model, params, budget
 
-  # The run evaluates on one scene; the swap needs a second one.
-  with pytest.raises(ValueError, match="data.eval.unseen: the source swap needs two"):
-    zero_shot.probe([("A", str(workdir))], str(tmp_path), verbose=False)
+  # The run evaluates on one scene: its swap partners are held-out views of the first
+  # training scene.
+  single = zero_shot.probe([("A", str(workdir))], str(tmp_path / "one"), verbose=False)
+  config = load(str(workdir))[0]
+  name = sorted(config.data.train.keys())[0]
+  first = train_data.make_source(name, config.data.train[name]).scenes("test")[0].scene_id
+  views = single["A"]["views"]
+  assert [v["partner"] for v in views] == [first] and views[0]["scene"] != first
+  assert single["A"]["gt_change"] > 0 and single["A"]["swap_change"] > 0
   monkeypatch.setattr(zero_shot, "load_run", two_eval_scenes)
   results = zero_shot.probe([("A", str(workdir)), ("B", str(workdir))], str(tmp_path),
                             seed=1, verbose=False)
