@@ -35,10 +35,12 @@ import sys
 import time
 
 # name -> (config family, overrides); the Decoupling-NeRF variants differ from DC-base by
-# one key.
+# one key (DC-relative-scaled from DC-relative by one).
 MODELS = {
     "DC-base": ("decoupled_nerf", []),
     "DC-relative": ("decoupled_nerf", ["model.relative_encoding=true"]),
+    "DC-relative-scaled": ("decoupled_nerf", ["model.relative_encoding=true",
+                                              "model.normalise_scale=true"]),
     "DC-pose-aug": ("decoupled_nerf", ["model.pose_augmentation=rigid"]),
     "DC-contrastive": ("decoupled_nerf", ["loss.contrastive_weight=0.1"]),
     "DC-VQ": ("decoupled_nerf", ["model.vq_codebook_size=64"]),

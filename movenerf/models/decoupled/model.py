@@ -14,7 +14,8 @@ A NeRF MLP couples the scene and the renderer in one set of weights. Here they a
 Positions per pixel (``pixel_points``) are the world point at unit z-depth along the
 pixel's ray, so one encoding carries both where the camera is and where it looks. With
 ``relative_encoding`` the encodings are instead of rays relative to each source camera
-(``plucker``, ``rays_in_camera``), which no rigid transform of the rig changes.
+(``plucker``, ``rays_in_camera``), which no rigid transform of the rig changes, and with
+``normalise_scale`` in units of the rig's size (``rig_size``), which no similarity changes.
 """
 
 from __future__ import annotations
@@ -114,6 +115,20 @@ def plucker(origins: jnp.ndarray, directions: jnp.ndarray) -> jnp.ndarray:
   """
   d = directions / jnp.linalg.norm(directions, axis=-1, keepdims=True)
   return jnp.concatenate([d, jnp.cross(origins, d)], axis=-1)
+
+
+def rig_size(src_cameras: Cameras, tgt_camera: Cameras,
+             valid: jnp.ndarray | None = None) -> jnp.ndarray:
+  """The mean distance of the source and target camera centres from their centroid (a
+  length that scales with the rig and does not change under a rigid transform), over
+  the sources where ``valid`` [V] is True and the target; 1 where they coincide."""
+  centres = jnp.concatenate([src_cameras.c2w[:, :3, 3], tgt_camera.c2w[None, :3, 3]])
+  w = jnp.ones(centres.shape[0])
+  if valid is not None:
+    w = w.at[:-1].set(valid.astype(w.dtype))
+  centroid = jnp.sum(w[:, None] * centres, axis=0) / jnp.sum(w)
+  size = jnp.sum(w * jnp.linalg.norm(centres - centroid, axis=-1)) / jnp.sum(w)
+  return jnp.where(size > 1e-9, size, 1.0)
 
 
 def rays_in_camera(camera: Cameras, origins: jnp.ndarray, directions: jnp.ndarray
@@ -353,6 +368,10 @@ class DecoupledConfig:
       encoding of v's own pixel rays in its frame. Nothing depends on where the rig is,
       so the render is invariant to a rigid transform of all cameras (not to a scale:
       the moments scale with it). PE width 12L instead of 6L.
+    normalise_scale: with ``relative_encoding``, express the ray origins in units of
+      the rig's size (:func:`rig_size`: the mean distance of the source and target
+      camera centres from their centroid) before taking the moments, so the render is
+      also invariant to a uniform scaling of all cameras (a similarity transform).
     vq_codebook_size: K > 0 puts a vector-quantised bottleneck (a VQ-VAE's, van den
       Oord et al. 2017) on the scene encoder's output: every feature vector is replaced
       by the nearest of K learned codewords of ``enc_width`` channels
@@ -373,6 +392,7 @@ class DecoupledConfig:
   white_background: bool = False
   pose_augmentation: str = ""
   relative_encoding: bool = False
+  normalise_scale: bool = False
   vq_codebook_size: int = 0
 
   def __post_init__(self):
@@ -380,6 +400,9 @@ class DecoupledConfig:
                 "render_width", "num_layers"):
       validation.integer(key, getattr(self, key), minimum=1)
     validation.integer("vq_codebook_size", self.vq_codebook_size, minimum=0)
+    if self.normalise_scale and not self.relative_encoding:
+      raise ValueError("normalise_scale=True needs relative_encoding=True (the world-point "
+                       "encoding has no rig to normalise)")
     if self.pose_augmentation not in POSE_AUGMENTATIONS:
       raise ValueError(f"pose_augmentation={self.pose_augmentation!r}: choose from "
                        f"{', '.join(repr(k) for k in POSE_AUGMENTATIONS)}")
@@ -435,8 +458,15 @@ class DecoupledNeRF(nn.Module):
     if cfg.relative_encoding:
       tgt_rays = grid_rays(tgt_camera, DOWNSAMPLE)
 
+      unit = 1.0
+      if cfg.normalise_scale:
+        valid = None if src_mask is None else (
+            src_mask if src_mask.ndim == 1 else jnp.any(src_mask, axis=(1, 2)))
+        unit = rig_size(src_cameras, tgt_camera, valid)
+
       def relative_pe(cam, rays):
-        return positional_encoding(plucker(*rays_in_camera(cam, *rays)), cfg.num_freqs)
+        origins, directions = rays_in_camera(cam, *rays)
+        return positional_encoding(plucker(origins / unit, directions), cfg.num_freqs)
 
       own = lambda cam: relative_pe(cam, grid_rays(cam, DOWNSAMPLE))
       src_pe = jax.vmap(own)(src_cameras)  # [V, h, w, 12L]

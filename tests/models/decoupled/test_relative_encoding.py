@@ -127,3 +127,46 @@ def test_short_fit_with_relative_encoding_lowers_the_loss(scene, relative_model)
     params, state, loss = step(params, state)
     losses.append(float(loss))
   assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_rig_size_formula_and_its_invariances():
+  c2w = jnp.tile(jnp.eye(4), (3, 1, 1)).at[:, :3, 3].set(
+      jnp.array([[1.0, 0, 0], [-1, 0, 0], [0, 2, 0]]))
+  src = Cameras(jnp.tile(jnp.eye(3), (2, 1, 1)), c2w[:2], 8, 8)
+  tgt = Cameras(jnp.eye(3), c2w[2], 8, 8)
+  # Centroid (0, 2/3, 0): distances sqrt(1 + 4/9) twice and 4/3.
+  expected = (2 * np.sqrt(1 + 4 / 9) + 4 / 3) / 3
+  np.testing.assert_allclose(dc.rig_size(src, tgt), expected, rtol=1e-6)
+  # A padded source is left out: centroid (1/2, 1, 0) of the other two.
+  np.testing.assert_allclose(dc.rig_size(src, tgt, jnp.array([True, False])),
+                             np.sqrt(1 / 4 + 1), rtol=1e-6)
+  rotation, shift, _ = rig.random_similarity(jax.random.key(5), translation=3.0)
+  moved = rig.transform_c2w(c2w, rotation, shift, 2.5)
+  np.testing.assert_allclose(
+      dc.rig_size(Cameras(src.intrinsics, moved[:2], 8, 8), Cameras(tgt.intrinsics, moved[2],
+                                                                    8, 8)),
+      2.5 * expected, rtol=1e-5)
+  one = jnp.tile(jnp.eye(4), (2, 1, 1))  # every centre at the origin
+  assert float(dc.rig_size(Cameras(src.intrinsics, one, 8, 8),
+                           Cameras(jnp.eye(3), one[0], 8, 8))) == 1.0
+  with pytest.raises(ValueError, match="normalise_scale=True needs relative_encoding"):
+    dc.DecoupledConfig(normalise_scale=True)
+
+
+def test_scale_normalised_render_is_invariant_to_a_similarity(scene):
+  images, cams = scene
+  rotation, shift, _ = rig.random_similarity(jax.random.key(7), translation=4.0)
+
+  def rgb_change(normalise, scale):
+    model = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY, relative_encoding=True,
+                                                normalise_scale=normalise))
+    params = jax.jit(model.init)(_key(0), images[:4], cams[:4], cams[4])
+    render = jax.jit(lambda c2w: model.apply(
+        params, images[:4], Cameras(cams.intrinsics[:4], c2w[:4], SIZE, SIZE),
+        Cameras(cams.intrinsics[4], c2w[4], SIZE, SIZE))["rgb"])
+    moved = rig.transform_c2w(cams.c2w, rotation, shift, scale)
+    return float(jnp.max(jnp.abs(render(moved) - render(cams.c2w))))
+
+  assert rgb_change(True, 2.0) < 1e-5 and rgb_change(True, 0.5) < 1e-5
+  # Without the normalisation the moments, and so the render, follow the scale.
+  assert rgb_change(False, 2.0) > 1e-4
