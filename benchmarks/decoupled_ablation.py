@@ -6,7 +6,8 @@ SSIM, LPIPS-vgg, the nearest source view beside them, comparison sheets) and pro
 with ``zero_shot --probe`` (source swap; rigid and similarity transforms of the rig).
 It writes ``OUT/ablation.md`` (mean +- sample standard deviation over the seeds, printed
 too) and ``OUT/ablation.json`` (every seed's numbers). Finished runs and evaluations
-are kept and skipped, so an interrupted ablation continues where it stopped.
+are kept and skipped (an evaluation is redone when a model was added), so an
+interrupted or extended ablation continues where it stopped.
 
   python benchmarks/decoupled_ablation.py --out runs/ablation --seeds 0,1,2 --fraction 1
 
@@ -111,13 +112,20 @@ def evaluate(out: str, setup: str, seed: int, runs: dict[str, str]) -> dict:
   result = {}
   for kind, extra, name in (("zs", [], "zero_shot.json"), ("probe", ["--probe"], "probe.json")):
     target = os.path.join(folder, kind)
-    if not os.path.exists(os.path.join(target, name)):
+    if not set(runs) <= set(_models(os.path.join(target, name), kind)):
       _run([sys.executable, "-m", "movenerf.tools.zero_shot", *extra, "--out", target, *pairs],
            target + ".log")
-    with open(os.path.join(target, name)) as f:
-      result[kind] = json.load(f)
-  result["probe"] = result["probe"]["models"]
+    result[kind] = _models(os.path.join(target, name), kind)
   return result
+
+
+def _models(path: str, kind: str) -> dict:
+  """{model: results} of a zero_shot.json or probe.json; {} where there is none."""
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    stored = json.load(f)
+  return stored["models"] if kind == "probe" else stored
 
 
 def _pick(tree: dict, key: tuple[str, ...]):

@@ -91,11 +91,15 @@ def test_finished_runs_and_evaluations_are_not_redone(tmp_path, monkeypatch):
   (workdir / "result.json").write_text("{}")
   assert ablation.train(str(tmp_path), "tiny", "DC-base", 0, 0.5) == str(workdir)
   for kind, name, content in (("zs", "zero_shot.json", {"a": 1}),
-                              ("probe", "probe.json", {"models": {"b": 2}})):
+                              ("probe", "probe.json", {"models": {"a": 2}})):
     (tmp_path / "tiny" / "seed0" / kind).mkdir()
     (tmp_path / "tiny" / "seed0" / kind / name).write_text(json.dumps(content))
-  assert ablation.evaluate(str(tmp_path), "tiny", 0, {"DC-base": str(workdir)}) == {
-      "zs": {"a": 1}, "probe": {"b": 2}}
+  runs = {"a": "runs/a", "b": "runs/b"}
+  assert ablation.evaluate(str(tmp_path), "tiny", 0, {"a": "runs/a"}) == {
+      "zs": {"a": 1}, "probe": {"a": 2}}
+  # A model missing from an evaluation redoes it.
+  with pytest.raises(AssertionError, match="zero_shot"):
+    ablation.evaluate(str(tmp_path), "tiny", 0, runs)
 
 
 @pytest.mark.parametrize("argv, message", [
