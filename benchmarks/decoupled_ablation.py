@@ -36,7 +36,7 @@ import sys
 import time
 
 # name -> (config family, overrides); the Decoupling-NeRF variants differ from DC-base by
-# one key (DC-relative-scaled from DC-relative by one).
+# one key (DC-relative-scaled from DC-relative, DC-VQ-cosine from DC-VQ by one).
 MODELS = {
     "DC-base": ("decoupled_nerf", []),
     "DC-relative": ("decoupled_nerf", ["model.relative_encoding=true"]),
@@ -45,6 +45,8 @@ MODELS = {
     "DC-pose-aug": ("decoupled_nerf", ["model.pose_augmentation=rigid"]),
     "DC-contrastive": ("decoupled_nerf", ["loss.contrastive_weight=0.1"]),
     "DC-VQ": ("decoupled_nerf", ["model.vq_codebook_size=64"]),
+    "DC-VQ-cosine": ("decoupled_nerf", ["model.vq_codebook_size=64",
+                                        "model.vq_normalise=true"]),
     "GNT": ("gnt", []),
     "GNT-MoVE": ("gnt_move", []),
 }

@@ -202,6 +202,11 @@ def vector_quantise(z: jnp.ndarray, codebook: jnp.ndarray) -> dict[str, jnp.ndar
           "perplexity": jnp.exp(entropy)}
 
 
+def unit_vectors(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
+  """``x / |x|`` along the last axis (zero vectors stay zero)."""
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
 class VectorQuantiser(nn.Module):
   """A learned codebook [K, C] (``codebook``, initialised normal with standard deviation
   ``init_scale``) applied with :func:`vector_quantise`.
@@ -210,15 +215,20 @@ class VectorQuantiser(nn.Module):
     num_codes: K.
     init_scale: standard deviation of the initial codewords (0.1: about that of the
       scene encoder's output channels at its initialisation).
+    normalise: quantise the unit vectors of the inputs with the unit codewords
+      (:func:`unit_vectors`); the losses are then between unit vectors.
   """
 
   num_codes: int
   init_scale: float = 0.1
+  normalise: bool = False
 
   @nn.compact
   def __call__(self, z: jnp.ndarray) -> dict[str, jnp.ndarray]:
     codebook = self.param("codebook", nn.initializers.normal(self.init_scale),
                           (self.num_codes, z.shape[-1]), jnp.float32)
+    if self.normalise:
+      return vector_quantise(unit_vectors(z), unit_vectors(codebook))
     return vector_quantise(z, codebook)
 
 
@@ -380,6 +390,10 @@ class DecoupledConfig:
       estimator. Only the encoder's features are quantised, not the renderer's input.
       The codebook and commitment losses are the loss's (``loss.vq_commitment``). 0:
       off, no codebook.
+    vq_normalise: with ``vq_codebook_size``, scale the feature vectors and the codewords
+      to unit length before the search (the nearest codeword is then the one of
+      greatest cosine similarity, as in Yu et al. 2022's ViT-VQGAN, against codewords
+      of large norm taking every vector), so the quantised values are unit vectors.
   """
 
   num_freqs: int = 12
@@ -394,12 +408,16 @@ class DecoupledConfig:
   relative_encoding: bool = False
   normalise_scale: bool = False
   vq_codebook_size: int = 0
+  vq_normalise: bool = False
 
   def __post_init__(self):
     for key in ("num_freqs", "enc_width", "attn_heads", "head_dim", "width",
                 "render_width", "num_layers"):
       validation.integer(key, getattr(self, key), minimum=1)
     validation.integer("vq_codebook_size", self.vq_codebook_size, minimum=0)
+    if self.vq_normalise and not self.vq_codebook_size:
+      raise ValueError("vq_normalise=True needs vq_codebook_size > 0 (there is no "
+                       "codebook to normalise)")
     if self.normalise_scale and not self.relative_encoding:
       raise ValueError("normalise_scale=True needs relative_encoding=True (the world-point "
                        "encoding has no rig to normalise)")
@@ -480,7 +498,8 @@ class DecoupledNeRF(nn.Module):
     features = SceneEncoder(cfg.enc_width, name="scene_encoder")(src_images)
     values, vq = features, {}
     if cfg.vq_codebook_size:
-      q = VectorQuantiser(cfg.vq_codebook_size, name="vq")(features)
+      q = VectorQuantiser(cfg.vq_codebook_size, normalise=cfg.vq_normalise,
+                          name="vq")(features)
       values = q["quantised"]
       vq = {f"vq_{k}": q[k] for k in ("indices", "codebook", "commitment", "perplexity")}
     if src_mask is not None and src_mask.ndim == 1:

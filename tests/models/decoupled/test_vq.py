@@ -63,6 +63,28 @@ def test_quantisation_picks_the_nearest_codeword_and_the_loss_formulas():
   np.testing.assert_array_equal(grid["indices"], np.reshape(NEAREST, (2, 2)))
 
 
+def test_normalised_quantisation_compares_directions():
+  # Unit codewords (1, 0), (0, 1), (-1, 0) from codewords of other lengths; every vector
+  # goes to the codeword nearest in direction, whatever its own length.
+  codebook = jnp.array([[3.0, 0.0], [0.0, 0.1], [-0.5, 0.0]])
+  z = jnp.array([[0.9, 0.2], [0.01, 0.03], [-40.0, 10.0], [2.0, 2.5]])
+  quantiser = dc.VectorQuantiser(3, normalise=True)
+  out = quantiser.apply({"params": {"codebook": codebook}}, z)
+  np.testing.assert_array_equal(out["indices"], [0, 1, 2, 1])
+  unit = np.array([[1.0, 0], [0, 1], [-1, 0]])[[0, 1, 2, 1]]
+  np.testing.assert_allclose(out["quantised"], unit, atol=1e-6)
+  scaled = quantiser.apply({"params": {"codebook": codebook}}, 7.0 * z)
+  np.testing.assert_allclose(scaled["quantised"], out["quantised"], atol=1e-6)
+  zn = z / np.linalg.norm(z, axis=-1, keepdims=True)
+  np.testing.assert_allclose(out["commitment"], np.mean((zn - unit) ** 2), rtol=1e-5)
+  # Without normalising, the short codeword (0, 0.1), nearest the origin, takes the
+  # vector (0.9, 0.2) that points along (3, 0).
+  plain = dc.VectorQuantiser(3).apply({"params": {"codebook": codebook}}, z)
+  assert int(plain["indices"][0]) == 1
+  with pytest.raises(ValueError, match="vq_normalise=True needs vq_codebook_size > 0"):
+    dc.DecoupledConfig(vq_normalise=True)
+
+
 def test_straight_through_and_loss_gradients():
   w = jnp.array([[1.0, -2.0], [0.5, 3.0], [-1.0, 1.0], [2.0, 0.0]])
   beta = 0.25
@@ -98,8 +120,10 @@ def test_off_is_the_base_model(example):
   assert set(on_params) == set(params) | {"vq"}
 
 
-def test_short_fit_lowers_the_loss(example):
-  model = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY, vq_codebook_size=16))
+@pytest.mark.parametrize("normalise", [False, True])
+def test_short_fit_lowers_the_loss(example, normalise):
+  model = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY, vq_codebook_size=16,
+                                              vq_normalise=normalise))
   params = _init(model, example)
   opt = optax.adam(3e-3)
 
