@@ -4,8 +4,10 @@ For each setup, seed and model it trains a run (``python -m movenerf.train``), t
 setup and seed it scores all of that seed's runs with ``zero_shot`` (unseen / seen PSNR,
 SSIM, LPIPS-vgg, the nearest source view beside them, comparison sheets) and probes them
 with ``zero_shot --probe`` (source swap; rigid and similarity transforms of the rig).
-It writes ``OUT/ablation.md`` (mean +- sample standard deviation over the seeds, printed
-too) and ``OUT/ablation.json`` (every seed's numbers). Finished runs and evaluations
+It writes per setup ``OUT/SETUP/ablation.md`` (mean +- sample standard deviation over
+the seeds, printed too) and ``OUT/SETUP/ablation.json`` (every seed's numbers); the
+comparison sheets (ground truth | nearest source view | each model) of each seed are
+under ``OUT/SETUP/seedS/zs/sheets/``. Finished runs and evaluations
 are kept and skipped (an evaluation is redone when a model was added), so an
 interrupted or extended ablation continues where it stopped.
 
@@ -185,31 +187,35 @@ def main() -> None:
   if not 0 < args.fraction <= 1:
     sys.exit(f"--fraction: {args.fraction} is not in (0, 1]")
   todo = [(setup, seed, model) for setup in setups for seed in seeds for model in models]
-  start, done, report = time.time(), 0, {}
+  pending = sum(not os.path.exists(os.path.join(args.out, setup, f"seed{seed}", model,
+                                                "result.json")) for setup, seed, model in todo)
+  start, trained = time.time(), 0
   for setup in setups:
     per_seed = {}
     for seed in seeds:
       runs = {}
       for model in models:
+        finished = os.path.exists(os.path.join(args.out, setup, f"seed{seed}", model,
+                                               "result.json"))
         runs[model] = train(args.out, setup, model, seed, args.fraction)
-        done += 1
-        rate = (time.time() - start) / done
-        print(f"[{done}/{len(todo)}] {setup} seed {seed} {model}: {runs[model]} "
-              f"({(time.time() - start) / 60:.1f} min, ETA {rate * (len(todo) - done) / 60:.1f} "
-              "min)", flush=True)
+        trained += not finished
+        minutes = (time.time() - start) / 60
+        eta = minutes / trained * (pending - trained) if trained else 0.0
+        print(f"[{trained}/{pending} trained] {setup} seed {seed} {model}: {runs[model]}"
+              f"{' (kept)' if finished else ''} ({minutes:.1f} min, ETA {eta:.1f} min)",
+              flush=True)
       per_seed[seed] = evaluate(args.out, setup, seed, runs)
     steps = {m: steps_for(setup, m, args.fraction) for m in models}
     updates = {m: per_seed[seeds[0]]["zs"][m]["budget"].get("updates") for m in models}
     table = aggregate(per_seed, models)
-    report[setup] = {"steps": steps, "updates": updates, "seeds": seeds, "table": table}
     text = f"## {setup}\n\n" + markdown(table, updates, seeds)
     print(text, flush=True)
-  with open(os.path.join(args.out, "ablation.json"), "w") as f:
-    json.dump(report, f, indent=2)
-  with open(os.path.join(args.out, "ablation.md"), "w") as f:
-    f.write("\n\n".join(f"## {s}\n\n" + markdown(r["table"], r["updates"], r["seeds"])
-                        for s, r in report.items()) + "\n")
-  print(f"wrote {args.out}/ablation.md and ablation.json")
+    with open(os.path.join(args.out, setup, "ablation.json"), "w") as f:
+      json.dump({"steps": steps, "updates": updates, "seeds": seeds, "table": table}, f,
+                indent=2)
+    with open(os.path.join(args.out, setup, "ablation.md"), "w") as f:
+      f.write(text + "\n")
+    print(f"wrote {args.out}/{setup}/ablation.md and ablation.json", flush=True)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,29 @@ def test_bad_arguments_stop_before_anything_is_written(tmp_path, monkeypatch, ar
     ablation.main()
   assert str(e.value).startswith(message)
   assert not os.path.exists(out)
+
+
+def test_main_writes_each_setups_table(tmp_path, monkeypatch, capsys):
+  trained = []
+  monkeypatch.setattr(ablation, "train", lambda out, setup, model, seed, fraction: (
+      trained.append((setup, model, seed, fraction)) or f"{out}/{setup}/seed{seed}/{model}"))
+  shift = {0: 0.0, 1: 2.0}
+
+  def evaluate(out, setup, seed, runs):
+    result = _seed_result(shift[seed])
+    for part in result["zs"].values():
+      part["budget"] = {"updates": 125}
+    return result
+  monkeypatch.setattr(ablation, "evaluate", evaluate)
+  (tmp_path / "tiny").mkdir()
+  monkeypatch.setattr(sys, "argv", ["decoupled_ablation.py", "--out", str(tmp_path),
+                                    "--seeds", "0,1", "--models", "DC-base",
+                                    "--fraction", "0.5"])
+  ablation.main()
+  assert trained == [("tiny", "DC-base", 0, 0.5), ("tiny", "DC-base", 1, 0.5)]
+  stored = json.loads((tmp_path / "tiny" / "ablation.json").read_text())
+  assert stored["seeds"] == [0, 1] and stored["steps"] == {"DC-base": 4000}
+  assert stored["table"]["DC-base"]["unseen PSNR"] == [11.0, 13.0]
+  text = (tmp_path / "tiny" / "ablation.md").read_text()
+  assert "| DC-base | 125 | 12.00 ± 1.41 |" in text
+  assert "ETA" in capsys.readouterr().out
