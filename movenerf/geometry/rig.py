@@ -72,10 +72,15 @@ def transform_example(ex: dict, rotation, translation, scale=1.0) -> dict:
   return out
 
 
-def rig_size(c2w: jnp.ndarray) -> jnp.ndarray:
-  """Mean distance of cameras ([N, 3 or 4, 4]) from their centroid."""
+def rig_size(c2w: jnp.ndarray, valid: jnp.ndarray | None = None) -> jnp.ndarray:
+  """Mean distance of cameras ([N, 3 or 4, 4]) from their centroid; with ``valid`` [N]
+  (booleans), of the valid cameras from their centroid."""
   centres = c2w[:, :3, 3]
-  return jnp.mean(jnp.linalg.norm(centres - centres.mean(axis=0), axis=-1))
+  if valid is None:
+    return jnp.mean(jnp.linalg.norm(centres - centres.mean(axis=0), axis=-1))
+  w = jnp.asarray(valid, centres.dtype)
+  centroid = jnp.sum(w[:, None] * centres, axis=0) / jnp.sum(w)
+  return jnp.sum(w * jnp.linalg.norm(centres - centroid, axis=-1)) / jnp.sum(w)
 
 
 def random_rig_transform(ex: dict, key: jax.Array, max_scale: float = 1.0) -> dict:

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from movenerf import validation
+from movenerf.geometry import rig
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.rays import pixel_rays
 
@@ -119,15 +120,13 @@ def plucker(origins: jnp.ndarray, directions: jnp.ndarray) -> jnp.ndarray:
 
 def rig_size(src_cameras: Cameras, tgt_camera: Cameras,
              valid: jnp.ndarray | None = None) -> jnp.ndarray:
-  """The mean distance of the source and target camera centres from their centroid (a
-  length that scales with the rig and does not change under a rigid transform), over
-  the sources where ``valid`` [V] is True and the target; 1 where they coincide."""
-  centres = jnp.concatenate([src_cameras.c2w[:, :3, 3], tgt_camera.c2w[None, :3, 3]])
-  w = jnp.ones(centres.shape[0])
+  """:func:`movenerf.geometry.rig.rig_size` of the source cameras where ``valid`` [V] is
+  True and the target camera (a length that scales with the rig and does not change
+  under a rigid transform); 1 where their centres coincide."""
+  c2w = jnp.concatenate([src_cameras.c2w[:, :3], tgt_camera.c2w[None, :3]])
   if valid is not None:
-    w = w.at[:-1].set(valid.astype(w.dtype))
-  centroid = jnp.sum(w[:, None] * centres, axis=0) / jnp.sum(w)
-  size = jnp.sum(w * jnp.linalg.norm(centres - centroid, axis=-1)) / jnp.sum(w)
+    valid = jnp.concatenate([valid, jnp.ones((1,), bool)])
+  size = rig.rig_size(c2w, valid)
   return jnp.where(size > 1e-9, size, 1.0)
 
 
