@@ -92,12 +92,21 @@ def _run(cmd: list[str], log: str) -> None:
     sys.exit(f"failed (exit {code}): {' '.join(cmd)}; see {log}")
 
 
+def workdir_of(out: str, setup: str, seed: int, model: str) -> str:
+  return os.path.join(out, setup, f"seed{seed}", model)
+
+
+def finished(workdir: str) -> bool:
+  """Whether the run trained to its end (``movenerf.train`` writes result.json last)."""
+  return os.path.exists(os.path.join(workdir, "result.json"))
+
+
 def train(out: str, setup: str, model: str, seed: int, fraction: float) -> str:
   family, overrides = MODELS[model]
   variant, extra = SETUPS[setup][family]
   steps = steps_for(setup, model, fraction)
-  workdir = os.path.join(out, setup, f"seed{seed}", model)
-  if os.path.exists(os.path.join(workdir, "result.json")):
+  workdir = workdir_of(out, setup, seed, model)
+  if finished(workdir):
     return workdir
   cmd = [sys.executable, "-m", "movenerf.train", "--config", f"{family}:{variant}",
          "--workdir", workdir, *extra, f"--config.seed={seed}",
@@ -187,22 +196,20 @@ def main() -> None:
   if not 0 < args.fraction <= 1:
     sys.exit(f"--fraction: {args.fraction} is not in (0, 1]")
   todo = [(setup, seed, model) for setup in setups for seed in seeds for model in models]
-  pending = sum(not os.path.exists(os.path.join(args.out, setup, f"seed{seed}", model,
-                                                "result.json")) for setup, seed, model in todo)
+  pending = sum(not finished(workdir_of(args.out, *run)) for run in todo)
   start, trained = time.time(), 0
   for setup in setups:
     per_seed = {}
     for seed in seeds:
       runs = {}
       for model in models:
-        finished = os.path.exists(os.path.join(args.out, setup, f"seed{seed}", model,
-                                               "result.json"))
+        kept = finished(workdir_of(args.out, setup, seed, model))
         runs[model] = train(args.out, setup, model, seed, args.fraction)
-        trained += not finished
+        trained += not kept
         minutes = (time.time() - start) / 60
         eta = minutes / trained * (pending - trained) if trained else 0.0
         print(f"[{trained}/{pending} trained] {setup} seed {seed} {model}: {runs[model]}"
-              f"{' (kept)' if finished else ''} ({minutes:.1f} min, ETA {eta:.1f} min)",
+              f"{' (kept)' if kept else ''} ({minutes:.1f} min, ETA {eta:.1f} min)",
               flush=True)
       per_seed[seed] = evaluate(args.out, setup, seed, runs)
     steps = {m: steps_for(setup, m, args.fraction) for m in models}
