@@ -6,9 +6,10 @@ movenerf.tools.zero_shot --probe``):
 * **source swap**: the same target camera and source cameras, with the source images
   replaced by those of the example at the same position in another scene of the same
   dataset (for a dataset with a single scene, in a held-out view of a training scene;
-  its cameras differ, so the swap also moves the images' viewpoints). Reported: the mean absolute change of the rendered RGB (``swap_change``), the
-  PSNR between the two renders, and for scale the mean absolute difference of the two
-  scenes' ground-truth targets (``gt_change``). ``swap_ratio = mean swap_change / mean
+  its cameras differ, so the swap also moves the images' viewpoints). Reported: the mean
+  absolute change of the rendered RGB (``swap_change``), the PSNR between the two
+  renders, and for scale the mean absolute difference of the two scenes' ground-truth
+  targets (``gt_change``). ``swap_ratio = mean swap_change / mean
   gt_change``: about 1 for a model that re-renders what the sources show (copying the
   nearest source view scores the ratio of the two scenes' source difference to their
   target difference), 0 for one that maps the pose to an image and ignores the sources.
