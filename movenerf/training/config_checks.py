@@ -170,9 +170,9 @@ def config_changes(stored: Any, current: Any,
   """``'key: stored -> current'`` for each key whose value differs between two configs,
   leaving out the keys under ``free`` and the keys the stored config lacks that are off
   in the current one (None, False, "" or 0), or that set a term whose weight
-  (``NAME_weight`` beside ``NAME_...``) is such a key, or an option whose switch in
+  (``NAME_weight`` beside ``NAME_...``) is such a key, or an option whose switches in
   another section, named with the same first word (``model.vq_codebook_size`` for
-  ``loss.vq_commitment``), is such a key: options added to the code since the run
+  ``loss.vq_commitment``), are all such keys: options added to the code since the run
   started, whose off value is the behaviour the run had."""
 
   def is_free(key):
@@ -183,6 +183,7 @@ def config_changes(stored: Any, current: Any,
             or (isinstance(b, (int, float)) and not isinstance(b, bool) and b == 0))
 
   differences = _differences(_plain(stored), _plain(current))
+  new = {k for k, a, _ in differences if a is _ABSENT}
   new_and_off = {k for k, a, b in differences if a is _ABSENT and is_off(b)}
 
   def option(key):
@@ -195,12 +196,12 @@ def config_changes(stored: Any, current: Any,
     weight = f"{section}.{stem}_weight" if section else f"{stem}_weight"
     if a is not _ABSENT or "_" not in name:
       return False
-    # A switch in another section with the same first word (model.vq_codebook_size
-    # beside loss.vq_commitment).
+    # Switches in another section with the same first word (model.vq_codebook_size
+    # beside loss.vq_commitment): new, and every new one off.
     section, word = option(key)
-    return weight in new_and_off or any(
-        "_" in k.rpartition(".")[2] and option(k)[1] == word and option(k)[0] != section
-        for k in new_and_off)
+    switches = {k for k in new if "_" in k.rpartition(".")[2] and option(k)[1] == word
+                and option(k)[0] != section}
+    return weight in new_and_off or (bool(switches) and switches <= new_and_off)
 
   return [f"{k}: {_shown(a)} -> {_shown(b)}" for k, a, b in differences
           if not is_free(k) and k not in new_and_off and not of_an_off_term(k, a)]
