@@ -38,7 +38,8 @@ import sys
 import time
 
 # name -> (config family, overrides); the Decoupling-NeRF variants differ from DC-base by
-# one key (DC-relative-scaled from DC-relative, DC-VQ-cosine from DC-VQ by one).
+# one key (DC-relative-scaled from DC-relative, DC-VQ-cosine and DC-VQ-linear from DC-VQ,
+# DC-VQ-renderer from DC-VQ-cosine by one).
 MODELS = {
     "DC-base": ("decoupled_nerf", []),
     "DC-relative": ("decoupled_nerf", ["model.relative_encoding=true"]),
@@ -49,6 +50,11 @@ MODELS = {
     "DC-VQ": ("decoupled_nerf", ["model.vq_codebook_size=64"]),
     "DC-VQ-cosine": ("decoupled_nerf", ["model.vq_codebook_size=64",
                                         "model.vq_normalise=true"]),
+    "DC-VQ-linear": ("decoupled_nerf", ["model.vq_codebook_size=64",
+                                        "model.vq_linear=true"]),
+    "DC-VQ-renderer": ("decoupled_nerf", ["model.vq_codebook_size=64",
+                                          "model.vq_normalise=true",
+                                          "model.vq_renderer_input=true"]),
     "GNT": ("gnt", []),
     "GNT-MoVE": ("gnt_move", []),
 }

@@ -10,8 +10,9 @@ once, so its examples are whole images (``data.example.pixel_mode = "image"``,
 MSE + contrastive_weight * InfoNCE``, the last a feature-level contrastive term between
 the source views (``movenerf/models/decoupled/loss.py``; off at weight 0, with
 ``contrastive_temperature`` and ``contrastive_points`` target pixels). With
-``model.vq_codebook_size`` > 0 the encoder's features are vector-quantised and the
-VQ-VAE codebook and commitment losses (beta ``loss.vq_commitment``) join. Everything else
+``model.vq_codebook_size`` > 0 the encoder's features are vector-quantised (and the
+renderer's input with ``model.vq_renderer_input``) and the VQ-VAE codebook and
+commitment losses (beta ``loss.vq_commitment``) join. Everything else
 (train loop, checkpoints, resume, TensorBoard, eval, video) is shared with GNT.
 
 Variants (``--config experiments/decoupled_nerf.py:VARIANT`` in a checkout, ``--config

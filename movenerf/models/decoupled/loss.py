@@ -147,7 +147,8 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
   term's pixels (each unused without its option). With ``loss_cfg.contrastive_weight``
   > 0 the metrics also hold ``contrastive``, the unweighted InfoNCE; with the model's
   ``vq_codebook_size`` > 0 they hold ``vq_codebook`` and ``vq_commitment`` (unweighted)
-  and ``vq_perplexity``, the codebook usage.
+  and ``vq_perplexity``, the codebook usage (and ``vq_renderer_perplexity``, the second
+  codebook's, with ``vq_renderer_input``).
   """
   weight, temperature, num_points = contrastive_settings(loss_cfg)
   beta = vq_commitment(loss_cfg)
@@ -171,5 +172,6 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
   if model.config.vq_codebook_size:
     loss = loss + out["vq_codebook"] + beta * out["vq_commitment"]
     terms = dict(terms, loss=loss, **{k: out[k] for k in (
-        "vq_codebook", "vq_commitment", "vq_perplexity")})
+        "vq_codebook", "vq_commitment", "vq_perplexity", "vq_renderer_perplexity")
+        if k in out})
   return loss, terms

@@ -206,6 +206,11 @@ def unit_vectors(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
 
 
+def _identity(key, shape, dtype=jnp.float32):
+  del key
+  return jnp.eye(shape[0], shape[1], dtype=dtype)
+
+
 class VectorQuantiser(nn.Module):
   """A learned codebook [K, C] (``codebook``, initialised normal with standard deviation
   ``init_scale``) applied with :func:`vector_quantise`.
@@ -216,16 +221,26 @@ class VectorQuantiser(nn.Module):
       scene encoder's output channels at its initialisation).
     normalise: quantise the unit vectors of the inputs with the unit codewords
       (:func:`unit_vectors`); the losses are then between unit vectors.
+    linear: the codewords are ``sg(codebook) @ projection``: the initial random codebook,
+      held fixed, times one learned [C, C] matrix (``projection``, initialised to the
+      identity), as in Zhu et al. 2024's SimVQ. The codebook loss then trains the
+      projection, which moves every codeword at once, so codewords that no vector picks
+      still follow the features instead of being left behind.
   """
 
   num_codes: int
   init_scale: float = 0.1
   normalise: bool = False
+  linear: bool = False
 
   @nn.compact
   def __call__(self, z: jnp.ndarray) -> dict[str, jnp.ndarray]:
     codebook = self.param("codebook", nn.initializers.normal(self.init_scale),
                           (self.num_codes, z.shape[-1]), jnp.float32)
+    if self.linear:
+      projection = self.param("projection", _identity, (z.shape[-1], z.shape[-1]),
+                              jnp.float32)
+      codebook = jax.lax.stop_gradient(codebook) @ projection
     if self.normalise:
       return vector_quantise(unit_vectors(z), unit_vectors(codebook))
     return vector_quantise(z, codebook)
@@ -386,13 +401,21 @@ class DecoupledConfig:
       by the nearest of K learned codewords of ``enc_width`` channels
       (:class:`VectorQuantiser`, initialised normal with standard deviation 0.1) before
       rebuild-view attention, the encoder trained through the straight-through
-      estimator. Only the encoder's features are quantised, not the renderer's input.
+      estimator. The renderer's input is quantised too with ``vq_renderer_input``.
       The codebook and commitment losses are the loss's (``loss.vq_commitment``). 0:
       off, no codebook.
     vq_normalise: with ``vq_codebook_size``, scale the feature vectors and the codewords
       to unit length before the search (the nearest codeword is then the one of
       greatest cosine similarity, as in Yu et al. 2022's ViT-VQGAN, against codewords
       of large norm taking every vector), so the quantised values are unit vectors.
+    vq_linear: with ``vq_codebook_size``, codewords that are a fixed random codebook
+      times one learned matrix (:class:`VectorQuantiser`'s ``linear``, SimVQ), against
+      the codebook collapse of learning each codeword on its own.
+    vq_renderer_input: with ``vq_codebook_size``, quantise the rebuilt encoding too, the
+      renderer's input, with a second codebook of K codewords of ``width`` channels
+      (``vq_renderer``, with the same ``vq_normalise`` and ``vq_linear``), so that the
+      renderer draws only from a finite vocabulary, as a VQ-VAE's decoder does. The
+      codebook and commitment losses are the sums over both quantisers.
   """
 
   num_freqs: int = 12
@@ -408,15 +431,17 @@ class DecoupledConfig:
   normalise_scale: bool = False
   vq_codebook_size: int = 0
   vq_normalise: bool = False
+  vq_linear: bool = False
+  vq_renderer_input: bool = False
 
   def __post_init__(self):
     for key in ("num_freqs", "enc_width", "attn_heads", "head_dim", "width",
                 "render_width", "num_layers"):
       validation.integer(key, getattr(self, key), minimum=1)
     validation.integer("vq_codebook_size", self.vq_codebook_size, minimum=0)
-    if self.vq_normalise and not self.vq_codebook_size:
-      raise ValueError("vq_normalise=True needs vq_codebook_size > 0 (there is no "
-                       "codebook to normalise)")
+    for key in ("vq_normalise", "vq_linear", "vq_renderer_input"):
+      if getattr(self, key) and not self.vq_codebook_size:
+        raise ValueError(f"{key}=True needs vq_codebook_size > 0 (there is no codebook)")
     if self.normalise_scale and not self.relative_encoding:
       raise ValueError("normalise_scale=True needs relative_encoding=True (the world-point "
                        "encoding has no rig to normalise)")
@@ -457,7 +482,10 @@ class DecoupledNeRF(nn.Module):
       dict with rgb [H, W, 3], layers [D, H, W, 4], weights [D, H, W], acc [H, W] and
       features [V, H / 8, W / 8, C], the scene encoder's maps of the sources (before
       quantisation); with ``vq_codebook_size`` also vq_indices [V, H / 8, W / 8] and
-      the scalars vq_codebook, vq_commitment and vq_perplexity (:func:`vector_quantise`).
+      the scalars vq_codebook, vq_commitment and vq_perplexity (:func:`vector_quantise`);
+      with ``vq_renderer_input`` also vq_renderer_indices [H / 8, W / 8] and
+      vq_renderer_perplexity, vq_codebook and vq_commitment then summing both
+      quantisers' losses.
     """
     cfg = self.config
     num_views, height, width = src_images.shape[:3]
@@ -495,16 +523,23 @@ class DecoupledNeRF(nn.Module):
       src_pe = jax.vmap(grid_pe)(src_cameras)  # [V, h, w, 6L]
       tgt_pe = grid_pe(tgt_camera)  # [h, w, 6L]
     features = SceneEncoder(cfg.enc_width, name="scene_encoder")(src_images)
+    quantiser = functools.partial(VectorQuantiser, cfg.vq_codebook_size,
+                                  normalise=cfg.vq_normalise, linear=cfg.vq_linear)
     values, vq = features, {}
     if cfg.vq_codebook_size:
-      q = VectorQuantiser(cfg.vq_codebook_size, normalise=cfg.vq_normalise,
-                          name="vq")(features)
+      q = quantiser(name="vq")(features)
       values = q["quantised"]
       vq = {f"vq_{k}": q[k] for k in ("indices", "codebook", "commitment", "perplexity")}
     if src_mask is not None and src_mask.ndim == 1:
       src_mask = src_mask[:, None, None]
     rebuilt = RebuildViewAttention(cfg.attn_heads, cfg.head_dim, cfg.width,
                                    name="attention")(tgt_pe, src_pe, values, src_mask)
+    if cfg.vq_renderer_input:
+      q = quantiser(name="vq_renderer")(rebuilt)
+      rebuilt = q["quantised"]
+      vq.update(vq_codebook=vq["vq_codebook"] + q["codebook"],
+                vq_commitment=vq["vq_commitment"] + q["commitment"],
+                vq_renderer_indices=q["indices"], vq_renderer_perplexity=q["perplexity"])
     layers = LayeredRenderer(cfg.num_layers, cfg.render_width, name="renderer")(rebuilt)
     rgb, acc, weights = composite_layers(layers, 1.0 if cfg.white_background else 0.0)
     return {"rgb": rgb, "layers": layers, "weights": weights, "acc": acc,

@@ -1,8 +1,12 @@
 """Decoupling-NeRF's vector-quantised encoder features (``model.vq_codebook_size``,
-``loss.vq_commitment``): nearest codewords, the straight-through gradient, the codebook
-and commitment losses, off is the base model, a short fit lowers the loss, bad values
-name their key, and runs stored before the option resume."""
+``loss.vq_commitment``; ``vq_linear``, ``vq_renderer_input``): nearest codewords, the
+straight-through gradient, the codebook and commitment losses, linear codewords, the
+quantised renderer input, off is the base model, a short fit lowers the loss, training
+and resuming through the shared loop, bad values name their key, and runs stored before
+the options resume."""
 
+import functools
+import json
 import math
 
 import jax
@@ -81,8 +85,9 @@ def test_normalised_quantisation_compares_directions():
   # vector (0.9, 0.2) that points along (3, 0).
   plain = dc.VectorQuantiser(3).apply({"params": {"codebook": codebook}}, z)
   assert int(plain["indices"][0]) == 1
-  with pytest.raises(ValueError, match="vq_normalise=True needs vq_codebook_size > 0"):
-    dc.DecoupledConfig(vq_normalise=True)
+  for key in ("vq_normalise", "vq_linear", "vq_renderer_input"):
+    with pytest.raises(ValueError, match=f"{key}=True needs vq_codebook_size > 0"):
+      dc.DecoupledConfig(**{key: True})
 
 
 def test_straight_through_and_loss_gradients():
@@ -106,6 +111,75 @@ def test_straight_through_and_loss_gradients():
   np.testing.assert_allclose(gc, expected, rtol=1e-6, atol=1e-7)
 
 
+def run_on(quantiser, params, z):
+  return quantiser.apply({"params": params}, z)
+
+
+def test_linear_codewords_are_the_fixed_codebook_times_a_learned_matrix():
+  basis = CODEBOOK
+  projection = jnp.array([[1.0, 0.5], [0.0, 2.0]])
+  quantiser = dc.VectorQuantiser(3, linear=True)
+
+  def run(params):
+    return quantiser.apply({"params": params}, Z)
+
+  params = {"codebook": basis, "projection": projection}
+  out = run(params)
+  codewords = np.asarray(basis) @ np.asarray(projection)  # (0, 0), (1, 0.5), (0, 4)
+  expected = dc.vector_quantise(Z, jnp.asarray(codewords))
+  for key in ("indices", "quantised", "codebook", "commitment", "perplexity"):
+    np.testing.assert_allclose(out[key], expected[key], rtol=1e-6, atol=1e-7)
+  # The codebook loss trains only the projection: d/dP sum_i |z_i - b_k P|^2 / N =
+  # sum_i 2 b_k^T (b_k P - z_i) / N over the vectors i and their codewords k.
+  grads = jax.grad(lambda p: run(p)["codebook"])(params)
+  np.testing.assert_array_equal(grads["codebook"], np.zeros((3, 2)))
+  idx = np.asarray(expected["indices"])
+  b, z = np.asarray(basis)[idx], np.asarray(Z)
+  want = sum(2 * np.outer(b[i], codewords[idx[i]] - z[i]) for i in range(4)) / Z.size
+  np.testing.assert_allclose(grads["projection"], want, rtol=1e-5, atol=1e-7)
+  # A codeword that no vector picks does not move with a codebook of its own, and moves
+  # with a learned projection: codewords (1, 0), (0, 1), (1, 1); the vectors pick the
+  # first two.
+  basis = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+  z = jnp.array([[0.9, 0.0], [0.0, 0.8]])
+  params = {"codebook": basis, "projection": jnp.eye(2)}
+  assert list(run_on(quantiser, params, z)["indices"]) == [0, 1]
+  plain = jax.grad(lambda cb: dc.vector_quantise(z, cb)["codebook"])(basis)
+  assert np.all(np.asarray(plain[2]) == 0)
+  step = jax.grad(lambda p: run_on(quantiser, p, z)["codebook"])(params)
+  moved = np.asarray(basis)[2] @ np.asarray(jnp.eye(2) - 0.1 * step["projection"])
+  np.testing.assert_allclose(moved, [1.0 - 0.1 * 0.05, 1.0 - 0.1 * 0.1], rtol=1e-5)
+
+
+def test_renderer_input_is_made_of_codewords(example):
+  cfg = dict(TINY, vq_codebook_size=8)
+  model = dc.DecoupledNeRF(dc.DecoupledConfig(**cfg, vq_renderer_input=True))
+  params = _init(model, example)
+  assert params["vq_renderer"]["codebook"].shape == (8, TINY["width"])
+  sources = (jnp.asarray(example["src_images"], jnp.float32) / 255.0,
+             Cameras(example["src_intrinsics"], example["src_c2w"], SIZE, SIZE),
+             Cameras(example["tgt_intrinsics"], example["tgt_c2w"], SIZE, SIZE))
+  out, state = jax.jit(functools.partial(model.apply, capture_intermediates=True))(
+      {"params": params}, *sources)
+  idx = out["vq_renderer_indices"]
+  assert idx.shape == (SIZE // 8, SIZE // 8)
+  # The renderer's output is that of the chosen codewords.
+  codewords = params["vq_renderer"]["codebook"][idx]
+  layers = jax.jit(dc.LayeredRenderer(TINY["num_layers"], TINY["render_width"]).apply)(
+      {"params": params["renderer"]}, codewords)
+  np.testing.assert_allclose(out["layers"], layers, atol=1e-5)
+  # The losses are the sums of the two quantisers'.
+  rebuilt = state["intermediates"]["attention"]["__call__"][0]
+  second = dc.vector_quantise(rebuilt, params["vq_renderer"]["codebook"])
+  np.testing.assert_array_equal(second["indices"], idx)
+  base = dc.DecoupledNeRF(dc.DecoupledConfig(**cfg))
+  first = jax.jit(base.apply)(
+      {"params": {k: v for k, v in params.items() if k != "vq_renderer"}}, *sources)
+  for key in ("codebook", "commitment"):
+    np.testing.assert_allclose(out[f"vq_{key}"], first[f"vq_{key}"] + second[key], rtol=1e-5)
+  np.testing.assert_allclose(out["vq_renderer_perplexity"], second["perplexity"], rtol=1e-6)
+
+
 def test_off_is_the_base_model(example):
   base = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY))
   params = _init(base, example)
@@ -120,10 +194,11 @@ def test_off_is_the_base_model(example):
   assert set(on_params) == set(params) | {"vq"}
 
 
-@pytest.mark.parametrize("normalise", [False, True])
-def test_short_fit_lowers_the_loss(example, normalise):
-  model = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY, vq_codebook_size=16,
-                                              vq_normalise=normalise))
+@pytest.mark.parametrize("options", [{}, {"vq_normalise": True},
+                                     {"vq_linear": True, "vq_renderer_input": True,
+                                      "vq_normalise": True}])
+def test_short_fit_lowers_the_loss(example, options):
+  model = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY, vq_codebook_size=16, **options))
   params = _init(model, example)
   opt = optax.adam(3e-3)
 
@@ -145,6 +220,7 @@ def test_short_fit_lowers_the_loss(example, normalise):
           losses[0], 1 - float(terms["ssim"]) + float(terms["vq_codebook"])
           + 0.25 * float(terms["vq_commitment"]), rtol=1e-6)
       assert float(terms["vq_codebook"]) > 0 and 1 <= float(terms["vq_perplexity"]) <= 16
+      assert ("vq_renderer_perplexity" in terms) == bool(options.get("vq_renderer_input"))
   assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
   assert all(math.isfinite(x) for x in losses)
 
@@ -152,6 +228,7 @@ def test_short_fit_lowers_the_loss(example, normalise):
 @pytest.mark.parametrize("section,key,value,message", [
     ("model", "vq_codebook_size", -1, "model.vq_codebook_size=-1: must be >= 0"),
     ("loss", "vq_commitment", -0.1, "loss.vq_commitment=-0.1: must be >= 0"),
+    ("model", "vq_linear", True, "model.vq_linear=True needs vq_codebook_size > 0"),
 ])
 def test_bad_value_names_the_key(tmp_path, section, key, value, message):
   c = small_config()
@@ -163,10 +240,33 @@ def test_bad_value_names_the_key(tmp_path, section, key, value, message):
 
 def test_runs_stored_before_the_option_resume_with_it_off():
   stored = small_config().to_dict()
-  del stored["model"]["vq_codebook_size"]
+  for key in ("vq_codebook_size", "vq_linear", "vq_renderer_input"):
+    del stored["model"][key]
   del stored["loss"]["vq_commitment"]
   assert config_checks.config_changes(stored, small_config()) == []
   on = small_config()
   on.model.vq_codebook_size = 64
   assert config_checks.config_changes(stored, on) == [
       "loss.vq_commitment: (absent) -> 0.25", "model.vq_codebook_size: (absent) -> 64"]
+
+
+def test_trains_and_resumes_through_the_shared_loop(tmp_path):
+  workdir = tmp_path / "run"
+
+  def config(steps, linear=True):
+    c = small_config(num_steps=steps, checkpoint_every=2, image_every=0)
+    c.model.update(vq_codebook_size=8, vq_linear=linear, vq_renderer_input=True)
+    c.eval.at_end = False
+    return c
+
+  first = train_main.train(config(2), str(workdir))
+  resumed = train_main.train(config(3), str(workdir))
+  assert first["step"] == 2 and resumed["step"] == 3
+  assert resumed["train"]["skipped_updates"] == 0
+  logged = [json.loads(line) for line in (workdir / "train_metrics.jsonl").open()]
+  assert [r["step"] for r in logged] == [1, 2, 3]
+  for r in logged:
+    assert r["vq_codebook"] > 0 and 1 <= r["vq_perplexity"] <= 8
+    assert 1 <= r["vq_renderer_perplexity"] <= 8
+  with pytest.raises(UsageError, match="model.vq_linear: True -> False"):
+    train_main.train(config(4, linear=False), str(workdir))
