@@ -39,7 +39,7 @@ import time
 
 # name -> (config family, overrides); the Decoupling-NeRF variants differ from DC-base by
 # one key (DC-relative-scaled from DC-relative, DC-VQ-cosine and DC-VQ-linear from DC-VQ,
-# DC-VQ-renderer from DC-VQ-cosine by one).
+# DC-VQ-entropy and DC-VQ-renderer from DC-VQ-cosine by one).
 MODELS = {
     "DC-base": ("decoupled_nerf", []),
     "DC-relative": ("decoupled_nerf", ["model.relative_encoding=true"]),
@@ -52,6 +52,9 @@ MODELS = {
                                         "model.vq_normalise=true"]),
     "DC-VQ-linear": ("decoupled_nerf", ["model.vq_codebook_size=64",
                                         "model.vq_linear=true"]),
+    "DC-VQ-entropy": ("decoupled_nerf", ["model.vq_codebook_size=64",
+                                         "model.vq_normalise=true",
+                                         "loss.vq_entropy_weight=0.1"]),
     "DC-VQ-renderer": ("decoupled_nerf", ["model.vq_codebook_size=64",
                                           "model.vq_normalise=true",
                                           "model.vq_renderer_input=true"]),

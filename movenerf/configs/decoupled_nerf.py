@@ -12,7 +12,9 @@ the source views (``movenerf/models/decoupled/loss.py``; off at weight 0, with
 ``contrastive_temperature`` and ``contrastive_points`` target pixels). With
 ``model.vq_codebook_size`` > 0 the encoder's features are vector-quantised (and the
 renderer's input with ``model.vq_renderer_input``) and the VQ-VAE codebook and
-commitment losses (beta ``loss.vq_commitment``) join. Everything else
+commitment losses (beta ``loss.vq_commitment``) join, and with
+``loss.vq_entropy_weight`` > 0 a codebook usage term (``vq_entropy_temperature``).
+Everything else
 (train loop, checkpoints, resume, TensorBoard, eval, video) is shared with GNT.
 
 Variants (``--config experiments/decoupled_nerf.py:VARIANT`` in a checkout, ``--config
@@ -89,7 +91,8 @@ def get_config(variant: str = "tiny") -> ml_collections.ConfigDict:
   c.model.name = "decoupled"
   c.loss = ml_collections.ConfigDict(dict(
       ssim_weight=1.0, mse_weight=0.0, contrastive_weight=0.0, contrastive_temperature=0.1,
-      contrastive_points=64, vq_commitment=0.25))
+      contrastive_points=64, vq_commitment=0.25, vq_entropy_weight=0.0,
+      vq_entropy_temperature=0.1))
   c.optim.update(name="adamax", lr_feature=2e-3, lr_transformer=2e-3, decay_steps=0)
   c.data.example.pixel_mode = "image"
 

@@ -58,11 +58,20 @@ def pair_scenes(examples: Sequence[dict]) -> list[int]:
     raise ValueError(f"the source swap needs two scenes, got {len(order)} "
                      f"({', '.join(order) or 'none'})")
   partners = []
-  for i, ex in enumerate(examples):
-    here = scenes[ex["scene_id"]]
+  for ex, position in zip(examples, _scene_positions(examples)):
     there = scenes[order[(order.index(ex["scene_id"]) + 1) % len(order)]]
-    partners.append(there[min(here.index(i), len(there) - 1)])
+    partners.append(there[min(position, len(there) - 1)])
   return partners
+
+
+def _scene_positions(examples: Sequence[dict]) -> list[int]:
+  """Each example's position among the examples of its scene, in their order."""
+  count: dict[str, int] = {}
+  positions = []
+  for ex in examples:
+    count[ex["scene_id"]] = count.get(ex["scene_id"], -1) + 1
+    positions.append(count[ex["scene_id"]])
+  return positions
 
 
 def _mean_abs(a, b) -> float:
@@ -103,12 +112,7 @@ def partners_from(examples: Sequence[dict], others: Sequence[dict]) -> list[dict
   shared = {ex["scene_id"] for ex in examples} & {ex["scene_id"] for ex in others}
   if shared:
     raise ValueError(f"swap partners from the same scene: {', '.join(sorted(shared))}")
-  position: dict[str, int] = {}
-  partners = []
-  for ex in examples:
-    i = position[ex["scene_id"]] = position.get(ex["scene_id"], -1) + 1
-    partners.append(others[min(i, len(others) - 1)])
-  return partners
+  return [others[min(i, len(others) - 1)] for i in _scene_positions(examples)]
 
 
 def probe_views(predict: Predict, examples: Sequence[dict], seed: int = 0,

@@ -116,14 +116,21 @@ def _groups(config, seen_scenes: int) -> dict[str, list]:
   unseen = [(name, train_data.make_source(name, config.data.eval[name]), None)
             for name in sorted(config.data.eval.keys())]
   seen = []
-  for name in sorted(config.data.train.keys()):
-    src = train_data.make_source(name, config.data.train[name])
-    if "test" not in src.splits():
-      logging.warning("training dataset %s has no test split; no 'seen' views", name)
-      continue
+  for name, src in _held_out_training_sources(config, warn=True):
     ids = [c.scene_id for c in src.scenes("test")][:seen_scenes]
     seen.append((f"seen_{name}", src, ids))
   return {"unseen": unseen, "seen": seen}
+
+
+def _held_out_training_sources(config, warn: bool = False):
+  """Yields ``(name, source)`` of each training dataset with a test split (held-out
+  views), in name order, built as they are reached; ``warn``: log the others."""
+  for name in sorted(config.data.train.keys()):
+    src = train_data.make_source(name, config.data.train[name])
+    if "test" in src.splits():
+      yield name, src
+    elif warn:
+      logging.warning("training dataset %s has no test split; no 'seen' views", name)
 
 
 def _score(rows: list[dict]) -> dict:
@@ -233,10 +240,7 @@ def _training_partners(config, examples: list[dict]) -> list[dict]:
   """Swap partners for a single-scene evaluation dataset: the held-out views of the
   first training scene that has a test split (see ``probe_dependence.partners_from``)."""
   cfg = config.eval
-  for name in sorted(config.data.train.keys()):
-    source = train_data.make_source(name, config.data.train[name])
-    if "test" not in source.splits():
-      continue
+  for _, source in _held_out_training_sources(config):
     first = source.scenes("test")[0].scene_id
     others = list(pipeline.eval_examples(
         source, cfg.num_source_views, scene_ids=[first], max_views_per_scene=len(examples),

@@ -2,11 +2,14 @@
 feature-level contrastive term.
 
   loss = ssim_weight x (1 - SSIM) + mse_weight x MSE + contrastive_weight x InfoNCE
-         [+ codebook + vq_commitment x commitment]
+         [+ codebook + vq_commitment x commitment + vq_entropy_weight x usage]
 
 with SSIM as :func:`movenerf.image.metrics.ssim` (scikit-image's, differentiable). The
 bracketed VQ-VAE terms (:func:`movenerf.models.decoupled.model.vector_quantise`) are
 there while the model's ``vq_codebook_size`` is > 0; ``vq_commitment`` is beta (0.25).
+The usage term (:func:`codebook_usage_loss`, off while ``vq_entropy_weight`` is 0) asks
+for every feature vector to be near one codeword and for the codewords to be used
+equally, against the codebook collapse.
 
 The contrastive term (:func:`contrastive_loss`, off while ``contrastive_weight`` is 0)
 asks the scene encoder for features that name the 3D content under a pixel, whatever
@@ -40,6 +43,8 @@ CONTRASTIVE_DEFAULTS = {"contrastive_weight": 0.0, "contrastive_temperature": 0.
                         "contrastive_points": 64}
 # beta of the VQ-VAE commitment loss in a loss section that lacks it.
 VQ_COMMITMENT = 0.25
+# The codebook usage term's settings in a loss section that lacks them: off.
+VQ_ENTROPY_DEFAULTS = {"vq_entropy_weight": 0.0, "vq_entropy_temperature": 0.1}
 
 
 def image_loss(pred: jnp.ndarray, target: jnp.ndarray, ssim_weight: float = 1.0,
@@ -78,6 +83,47 @@ def vq_commitment(loss_cfg) -> float:
   """
   return validation.number("loss.vq_commitment", loss_cfg.get("vq_commitment", VQ_COMMITMENT),
                            minimum=0.0)
+
+
+def vq_entropy_settings(loss_cfg) -> tuple[float, float]:
+  """(weight, temperature) of the codebook usage term, checked; missing keys take
+  :data:`VQ_ENTROPY_DEFAULTS`.
+
+  Raises:
+    UsageError: a negative weight or a temperature <= 0, naming the key.
+  """
+  get = lambda k: loss_cfg.get(k, VQ_ENTROPY_DEFAULTS[k])
+  weight = validation.number("loss.vq_entropy_weight", get("vq_entropy_weight"), minimum=0.0)
+  temperature = validation.number("loss.vq_entropy_temperature",
+                                  get("vq_entropy_temperature"), above=0.0)
+  return weight, temperature
+
+
+def codebook_usage_loss(distances: jnp.ndarray, temperature: float) -> jnp.ndarray:
+  """``mean_i H(p_i) - H(mean_i p_i)`` with ``p_i = softmax(-d_i / temperature)`` the
+  soft assignment of vector i to the codewords (natural logarithms).
+
+  The first term is low when every vector is near one codeword, the second (subtracted)
+  high when the vectors spread over the codewords equally: the entropy penalty of
+  Yu et al. 2023's lookup-free quantisation (MAGVIT-v2), here on the soft assignments
+  of a learned codebook. Its range is [-log min(N, K), log K] for N vectors and K
+  codewords: 0 when every vector's assignment is the same, -log N when N <= K vectors
+  each pick a different codeword with certainty.
+
+  Args:
+    distances: [..., K] squared distances of each vector to the codewords.
+    temperature: > 0, in the distances' units.
+
+  Returns:
+    [] the term.
+  """
+  logits = -distances.reshape(-1, distances.shape[-1]) / temperature
+  logp = jax.nn.log_softmax(logits, axis=-1)
+  p = jnp.exp(logp)
+  per_vector = -jnp.mean(jnp.sum(p * logp, axis=-1))
+  mean_p = jnp.mean(p, axis=0)
+  overall = -jnp.sum(mean_p * jnp.log(jnp.maximum(mean_p, 1e-30)))
+  return per_vector - overall
 
 
 def info_nce(features: jnp.ndarray, visible: jnp.ndarray, temperature: float) -> jnp.ndarray:
@@ -148,10 +194,12 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
   > 0 the metrics also hold ``contrastive``, the unweighted InfoNCE; with the model's
   ``vq_codebook_size`` > 0 they hold ``vq_codebook`` and ``vq_commitment`` (unweighted)
   and ``vq_perplexity``, the codebook usage (and ``vq_renderer_perplexity``, the second
-  codebook's, with ``vq_renderer_input``).
+  codebook's, with ``vq_renderer_input``), and with ``loss.vq_entropy_weight`` > 0
+  ``vq_entropy``, the unweighted usage term of the encoder's codebook.
   """
   weight, temperature, num_points = contrastive_settings(loss_cfg)
   beta = vq_commitment(loss_cfg)
+  usage_weight, usage_temperature = vq_entropy_settings(loss_cfg)
   max_scale = POSE_AUGMENTATIONS[model.config.pose_augmentation]
   if max_scale is not None:
     ex = rig.random_rig_transform(ex, key, max_scale)
@@ -174,4 +222,8 @@ def example_loss(model: DecoupledNeRF, params, ex: dict, key: jax.Array, loss_cf
     terms = dict(terms, loss=loss, **{k: out[k] for k in (
         "vq_codebook", "vq_commitment", "vq_perplexity", "vq_renderer_perplexity")
         if k in out})
+    if usage_weight > 0:
+      usage = codebook_usage_loss(out["vq_distances"], usage_temperature)
+      loss = loss + usage_weight * usage
+      terms = dict(terms, vq_entropy=usage, loss=loss)
   return loss, terms

@@ -181,10 +181,10 @@ def vector_quantise(z: jnp.ndarray, codebook: jnp.ndarray) -> dict[str, jnp.ndar
     codebook: [K, C] codewords.
 
   Returns:
-    dict with 'quantised' [..., C], 'indices' [...] (int32), 'codebook' [] and
-    'commitment' [] (the two losses) and 'perplexity' [], ``exp`` of the entropy of the
-    codewords' frequencies over the vectors of ``z`` (1: one codeword used, K: all
-    used equally).
+    dict with 'quantised' [..., C], 'indices' [...] (int32), 'distances' [..., K] (the
+    squared distances to every codeword), 'codebook' [] and 'commitment' [] (the two
+    losses) and 'perplexity' [], ``exp`` of the entropy of the codewords' frequencies
+    over the vectors of ``z`` (1: one codeword used, K: all used equally).
   """
   flat = z.reshape(-1, z.shape[-1])
   dist = (jnp.sum(flat ** 2, -1, keepdims=True) - 2.0 * flat @ codebook.T
@@ -196,6 +196,7 @@ def vector_quantise(z: jnp.ndarray, codebook: jnp.ndarray) -> dict[str, jnp.ndar
   entropy = -jnp.sum(jnp.where(freq > 0, freq * jnp.log(jnp.where(freq > 0, freq, 1.0)),
                                0.0))
   return {"quantised": z + sg(e - z), "indices": indices.reshape(z.shape[:-1]),
+          "distances": dist.reshape(z.shape[:-1] + codebook.shape[:1]),
           "codebook": jnp.mean((sg(z) - e) ** 2),
           "commitment": jnp.mean((z - sg(e)) ** 2),
           "perplexity": jnp.exp(entropy)}
@@ -481,8 +482,8 @@ class DecoupledNeRF(nn.Module):
     Returns:
       dict with rgb [H, W, 3], layers [D, H, W, 4], weights [D, H, W], acc [H, W] and
       features [V, H / 8, W / 8, C], the scene encoder's maps of the sources (before
-      quantisation); with ``vq_codebook_size`` also vq_indices [V, H / 8, W / 8] and
-      the scalars vq_codebook, vq_commitment and vq_perplexity (:func:`vector_quantise`);
+      quantisation); with ``vq_codebook_size`` also vq_indices [V, H / 8, W / 8],
+      vq_distances [V, H / 8, W / 8, K] and the scalars vq_codebook, vq_commitment and vq_perplexity (:func:`vector_quantise`);
       with ``vq_renderer_input`` also vq_renderer_indices [H / 8, W / 8] and
       vq_renderer_perplexity, vq_codebook and vq_commitment then summing both
       quantisers' losses.
@@ -529,7 +530,8 @@ class DecoupledNeRF(nn.Module):
     if cfg.vq_codebook_size:
       q = quantiser(name="vq")(features)
       values = q["quantised"]
-      vq = {f"vq_{k}": q[k] for k in ("indices", "codebook", "commitment", "perplexity")}
+      vq = {f"vq_{k}": q[k] for k in ("indices", "distances", "codebook", "commitment",
+                                      "perplexity")}
     if src_mask is not None and src_mask.ndim == 1:
       src_mask = src_mask[:, None, None]
     rebuilt = RebuildViewAttention(cfg.attn_heads, cfg.head_dim, cfg.width,

@@ -1,7 +1,7 @@
 """Decoupling-NeRF's vector-quantised encoder features (``model.vq_codebook_size``,
-``loss.vq_commitment``; ``vq_linear``, ``vq_renderer_input``): nearest codewords, the
-straight-through gradient, the codebook and commitment losses, linear codewords, the
-quantised renderer input, off is the base model, a short fit lowers the loss, training
+``loss.vq_commitment``; ``vq_linear``, ``vq_renderer_input``, ``loss.vq_entropy_weight``):
+nearest codewords, the straight-through gradient, the codebook and commitment losses,
+linear codewords, the quantised renderer input, the codebook usage term, off is the base model, a short fit lowers the loss, training
 and resuming through the shared loop, bad values name their key, and runs stored before
 the options resume."""
 
@@ -180,6 +180,28 @@ def test_renderer_input_is_made_of_codewords(example):
   np.testing.assert_allclose(out["vq_renderer_perplexity"], second["perplexity"], rtol=1e-6)
 
 
+def test_codebook_usage_term_on_hand_computed_cases():
+  log = math.log
+  # Equal distances: every assignment uniform over K = 4, both entropies log 4.
+  np.testing.assert_allclose(dc_loss.codebook_usage_loss(jnp.ones((5, 4)), 0.1), 0.0,
+                             atol=1e-6)
+  # Three vectors each certain of a different codeword: 0 - log 3.
+  certain = 100.0 * (1.0 - jnp.eye(3, 4))
+  np.testing.assert_allclose(dc_loss.codebook_usage_loss(certain, 0.1), -log(3), rtol=1e-6)
+  # All certain of the same codeword (the collapse): 0 - 0.
+  same = jnp.tile(100.0 * (1.0 - jnp.eye(1, 4)), (3, 1))
+  np.testing.assert_allclose(dc_loss.codebook_usage_loss(same, 0.1), 0.0, atol=1e-6)
+  # One vector, distances (0, log 3) at temperature 1: p = (3/4, 1/4); its own entropy
+  # and the mean's are equal, so 0; two such vectors mirrored: H(p) - log 2.
+  d = jnp.array([[0.0, log(3)], [log(3), 0.0]])
+  h = -(0.75 * log(0.75) + 0.25 * log(0.25))
+  np.testing.assert_allclose(dc_loss.codebook_usage_loss(d[:1], 1.0), 0.0, atol=1e-6)
+  np.testing.assert_allclose(dc_loss.codebook_usage_loss(d, 1.0), h - log(2), rtol=1e-6)
+  # Leading axes are flattened; the temperature divides the distances.
+  np.testing.assert_allclose(dc_loss.codebook_usage_loss(d.reshape(1, 2, 2) * 0.5, 0.5),
+                             h - log(2), rtol=1e-6)
+
+
 def test_off_is_the_base_model(example):
   base = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY))
   params = _init(base, example)
@@ -194,18 +216,19 @@ def test_off_is_the_base_model(example):
   assert set(on_params) == set(params) | {"vq"}
 
 
-@pytest.mark.parametrize("options", [{}, {"vq_normalise": True},
-                                     {"vq_linear": True, "vq_renderer_input": True,
-                                      "vq_normalise": True}])
-def test_short_fit_lowers_the_loss(example, options):
+@pytest.mark.parametrize("options,usage", [
+    ({}, 0.0), ({"vq_normalise": True}, 0.5),
+    ({"vq_linear": True, "vq_renderer_input": True, "vq_normalise": True}, 0.0)])
+def test_short_fit_lowers_the_loss(example, options, usage):
   model = dc.DecoupledNeRF(dc.DecoupledConfig(**TINY, vq_codebook_size=16, **options))
+  loss_cfg = ml_collections.ConfigDict(dict(VQ.to_dict(), vq_entropy_weight=usage))
   params = _init(model, example)
   opt = optax.adam(3e-3)
 
   @jax.jit
   def step(p, state):
     (loss, terms), g = jax.value_and_grad(
-        lambda p: dc_loss.example_loss(model, p, example, jax.random.key(0), VQ,
+        lambda p: dc_loss.example_loss(model, p, example, jax.random.key(0), loss_cfg,
                                        (SIZE, SIZE)), has_aux=True)(p)
     updates, state = opt.update(g, state, p)
     return optax.apply_updates(p, updates), state, loss, terms
@@ -215,20 +238,28 @@ def test_short_fit_lowers_the_loss(example, options):
   for i in range(30):
     params, state, loss, terms = step(params, state)
     losses.append(float(loss))
-    if i == 0:  # the loss is the image term plus codebook + beta x commitment
+    if i == 0:  # the loss is the image term plus codebook + beta x commitment + usage
       np.testing.assert_allclose(
           losses[0], 1 - float(terms["ssim"]) + float(terms["vq_codebook"])
-          + 0.25 * float(terms["vq_commitment"]), rtol=1e-6)
+          + 0.25 * float(terms["vq_commitment"]) + usage * float(terms.get("vq_entropy", 0)),
+          rtol=1e-6)
+      assert ("vq_entropy" in terms) == (usage > 0)
+      first = terms
       assert float(terms["vq_codebook"]) > 0 and 1 <= float(terms["vq_perplexity"]) <= 16
       assert ("vq_renderer_perplexity" in terms) == bool(options.get("vq_renderer_input"))
   assert np.mean(losses[-3:]) < 0.9 * np.mean(losses[:3]), losses
   assert all(math.isfinite(x) for x in losses)
+  if usage:  # the usage term is trained down and the codebook's use up
+    assert float(terms["vq_entropy"]) < float(first["vq_entropy"]) - 0.1
+    assert float(terms["vq_perplexity"]) > float(first["vq_perplexity"])
 
 
 @pytest.mark.parametrize("section,key,value,message", [
     ("model", "vq_codebook_size", -1, "model.vq_codebook_size=-1: must be >= 0"),
     ("loss", "vq_commitment", -0.1, "loss.vq_commitment=-0.1: must be >= 0"),
     ("model", "vq_linear", True, "model.vq_linear=True needs vq_codebook_size > 0"),
+    ("loss", "vq_entropy_weight", -1.0, "loss.vq_entropy_weight=-1.0: must be >= 0"),
+    ("loss", "vq_entropy_temperature", 0.0, "loss.vq_entropy_temperature=0.0: must be > 0"),
 ])
 def test_bad_value_names_the_key(tmp_path, section, key, value, message):
   c = small_config()
@@ -242,7 +273,8 @@ def test_runs_stored_before_the_option_resume_with_it_off():
   stored = small_config().to_dict()
   for key in ("vq_codebook_size", "vq_linear", "vq_renderer_input"):
     del stored["model"][key]
-  del stored["loss"]["vq_commitment"]
+  for key in ("vq_commitment", "vq_entropy_weight", "vq_entropy_temperature"):
+    del stored["loss"][key]
   assert config_checks.config_changes(stored, small_config()) == []
   on = small_config()
   on.model.vq_codebook_size = 64
