@@ -14,8 +14,8 @@ the source views (``movenerf/models/decoupled/loss.py``; off at weight 0, with
 renderer's input with ``model.vq_renderer_input``) and the VQ-VAE codebook and
 commitment losses (beta ``loss.vq_commitment``) join, and with
 ``loss.vq_entropy_weight`` > 0 a codebook usage term (``vq_entropy_temperature``).
-Everything else
-(train loop, checkpoints, resume, TensorBoard, eval, video) is shared with GNT.
+Everything else (train loop, checkpoints, resume, TensorBoard, eval, video) is shared
+with GNT.
 
 Variants (``--config experiments/decoupled_nerf.py:VARIANT`` in a checkout, ``--config
 decoupled_nerf:VARIANT`` anywhere after ``pip install``; override keys with

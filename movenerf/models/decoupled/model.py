@@ -483,10 +483,10 @@ class DecoupledNeRF(nn.Module):
       dict with rgb [H, W, 3], layers [D, H, W, 4], weights [D, H, W], acc [H, W] and
       features [V, H / 8, W / 8, C], the scene encoder's maps of the sources (before
       quantisation); with ``vq_codebook_size`` also vq_indices [V, H / 8, W / 8],
-      vq_distances [V, H / 8, W / 8, K] and the scalars vq_codebook, vq_commitment and vq_perplexity (:func:`vector_quantise`);
-      with ``vq_renderer_input`` also vq_renderer_indices [H / 8, W / 8] and
-      vq_renderer_perplexity, vq_codebook and vq_commitment then summing both
-      quantisers' losses.
+      vq_distances [V, H / 8, W / 8, K] and the scalars vq_codebook, vq_commitment and
+      vq_perplexity (:func:`vector_quantise`); with ``vq_renderer_input`` also
+      vq_renderer_indices [H / 8, W / 8] and vq_renderer_perplexity, vq_codebook and
+      vq_commitment then summing both quantisers' losses.
     """
     cfg = self.config
     num_views, height, width = src_images.shape[:3]
