@@ -1,9 +1,9 @@
 """Decoupling-NeRF's vector-quantised encoder features (``model.vq_codebook_size``,
 ``loss.vq_commitment``; ``vq_linear``, ``vq_renderer_input``, ``loss.vq_entropy_weight``):
 nearest codewords, the straight-through gradient, the codebook and commitment losses,
-linear codewords, the quantised renderer input, the codebook usage term, off is the base model, a short fit lowers the loss, training
-and resuming through the shared loop, bad values name their key, and runs stored before
-the options resume."""
+linear codewords, the quantised renderer input, the codebook usage term, off is the base
+model, a short fit lowers the loss, training and resuming through the shared loop, bad
+values name their key, and runs stored before the options resume."""
 
 import functools
 import json
