@@ -111,17 +111,13 @@ def test_straight_through_and_loss_gradients():
   np.testing.assert_allclose(gc, expected, rtol=1e-6, atol=1e-7)
 
 
-def run_on(quantiser, params, z):
-  return quantiser.apply({"params": params}, z)
-
-
 def test_linear_codewords_are_the_fixed_codebook_times_a_learned_matrix():
   basis = CODEBOOK
   projection = jnp.array([[1.0, 0.5], [0.0, 2.0]])
   quantiser = dc.VectorQuantiser(3, linear=True)
 
-  def run(params):
-    return quantiser.apply({"params": params}, Z)
+  def run(params, z=Z):
+    return quantiser.apply({"params": params}, z)
 
   params = {"codebook": basis, "projection": projection}
   out = run(params)
@@ -143,10 +139,10 @@ def test_linear_codewords_are_the_fixed_codebook_times_a_learned_matrix():
   basis = jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
   z = jnp.array([[0.9, 0.0], [0.0, 0.8]])
   params = {"codebook": basis, "projection": jnp.eye(2)}
-  assert list(run_on(quantiser, params, z)["indices"]) == [0, 1]
+  assert list(run(params, z)["indices"]) == [0, 1]
   plain = jax.grad(lambda cb: dc.vector_quantise(z, cb)["codebook"])(basis)
   assert np.all(np.asarray(plain[2]) == 0)
-  step = jax.grad(lambda p: run_on(quantiser, p, z)["codebook"])(params)
+  step = jax.grad(lambda p: run(p, z)["codebook"])(params)
   moved = np.asarray(basis)[2] @ np.asarray(jnp.eye(2) - 0.1 * step["projection"])
   np.testing.assert_allclose(moved, [1.0 - 0.1 * 0.05, 1.0 - 0.1 * 0.1], rtol=1e-5)
 
