@@ -35,7 +35,8 @@ from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews, project_and_sample
 from movenerf.geometry.rays import flat_index_to_pixels, pixel_rays
 from movenerf.image import metrics
-from movenerf.models.decoupled.model import POSE_AUGMENTATIONS, DecoupledNeRF, layer_depth
+from movenerf.models.decoupled.model import (POSE_AUGMENTATIONS, DecoupledNeRF, entropy,
+                                             layer_depth)
 from movenerf.models.examples import example_views
 
 # The contrastive settings of a loss section that lacks them: the term is off.
@@ -121,9 +122,7 @@ def codebook_usage_loss(distances: jnp.ndarray, temperature: float) -> jnp.ndarr
   logp = jax.nn.log_softmax(logits, axis=-1)
   p = jnp.exp(logp)
   per_vector = -jnp.mean(jnp.sum(p * logp, axis=-1))
-  mean_p = jnp.mean(p, axis=0)
-  overall = -jnp.sum(mean_p * jnp.log(jnp.maximum(mean_p, 1e-30)))
-  return per_vector - overall
+  return per_vector - entropy(jnp.mean(p, axis=0))
 
 
 def info_nce(features: jnp.ndarray, visible: jnp.ndarray, temperature: float) -> jnp.ndarray:

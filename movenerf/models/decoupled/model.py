@@ -193,13 +193,17 @@ def vector_quantise(z: jnp.ndarray, codebook: jnp.ndarray) -> dict[str, jnp.ndar
   e = codebook[indices].reshape(z.shape)
   sg = jax.lax.stop_gradient
   freq = jnp.mean(jax.nn.one_hot(indices, codebook.shape[0], dtype=z.dtype), axis=0)
-  entropy = -jnp.sum(jnp.where(freq > 0, freq * jnp.log(jnp.where(freq > 0, freq, 1.0)),
-                               0.0))
   return {"quantised": z + sg(e - z), "indices": indices.reshape(z.shape[:-1]),
           "distances": dist.reshape(z.shape[:-1] + codebook.shape[:1]),
           "codebook": jnp.mean((sg(z) - e) ** 2),
           "commitment": jnp.mean((z - sg(e)) ** 2),
-          "perplexity": jnp.exp(entropy)}
+          "perplexity": jnp.exp(entropy(freq))}
+
+
+def entropy(p: jnp.ndarray) -> jnp.ndarray:
+  """``-sum p log p`` over the last axis (natural logarithm; 0 log 0 = 0, with a finite
+  gradient there)."""
+  return -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)
 
 
 def unit_vectors(x: jnp.ndarray, eps: float = 1e-12) -> jnp.ndarray:
