@@ -80,10 +80,13 @@ class ViewAttention(nn.Module):
   Attributes:
     dropout: dropout on the attention weights and the output.
     dtype: compute dtype of the matmuls.
+    bias_rows: add the biases inside the matmuls, as a row of the weights against a
+      column of ones (None: in bfloat16 only). The result is the same either way.
   """
 
   dropout: float = 0.1
   dtype: Any = jnp.float32
+  bias_rows: bool | None = None
 
   @nn.compact
   def __call__(self, q, k, ray_diff, mask, deterministic: bool = True):
@@ -115,20 +118,28 @@ class ViewAttention(nn.Module):
     proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
                             jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)  # [D+h, D+h]
     const = jnp.concatenate([pb2, pb2 @ a1 + ab1])  # [D + h]
-    # The biases ride in the matmuls as a row of the weights against a column of ones:
-    # their gradients then come out of the weight-gradient matmuls instead of sums over
-    # [R, S, V], which XLA:CPU computes in bfloat16 as converts plus tree reductions.
-    ones = jnp.ones(k.shape[:-1] + (1,), self.dtype)
-    with_bias = lambda w, b: cast(jnp.concatenate([w, b[None]], axis=0))
-    pos_h = nn.relu(matmul(jnp.concatenate([cast(ray_diff), ones], axis=-1),
-                           with_bias(pos_fc.fc1.kernel, pos_fc.fc1.bias)))
-    # [R, S, V, D + h]
-    z = matmul(jnp.concatenate([cast(k), pos_h, ones], axis=-1), with_bias(proj, const))
+    # In bfloat16 the biases ride in the matmuls as a row of the weights against a column
+    # of ones: their gradients then come out of the weight-gradient matmuls instead of
+    # sums over [R, S, V], which XLA:CPU computes in bfloat16 as converts plus tree
+    # reductions. In float32 they are added after the matmuls, whose inner dimensions
+    # then stay multiples of 8 (72 rather than 73 for the view projection).
+    bias_rows = self.bias_rows
+    if bias_rows is None:
+      bias_rows = jnp.dtype(self.dtype) != jnp.float32
+
+    def dense(x, w, b):
+      if bias_rows:
+        ones = jnp.ones(x.shape[:-1] + (1,), self.dtype)
+        return matmul(jnp.concatenate([x, ones], axis=-1),
+                      cast(jnp.concatenate([w, b[None]], axis=0)))
+      return matmul(x, cast(w)) + cast(b)
+
+    pos_h = nn.relu(dense(cast(ray_diff), pos_fc.fc1.kernel, pos_fc.fc1.bias))
+    z = dense(jnp.concatenate([cast(k), pos_h], axis=-1), proj, const)  # [R, S, V, D + h]
     q_term = matmul(cast(q), cast(wq @ a1))  # [R, S, h]
     value = z[..., :width]  # v + pos
     attn_hidden = nn.relu(z[..., width:] - q_term[:, :, None, :])
-    logits = matmul(jnp.concatenate([attn_hidden, ones], axis=-1),
-                    with_bias(attn_fc.fc2.kernel, attn_fc.fc2.bias))
+    logits = dense(attn_hidden, attn_fc.fc2.kernel, attn_fc.fc2.bias)
     logits = jnp.where(mask == 0, _MASKED_LOGIT, logits.astype(jnp.float32))
     if deterministic:
       # Softmax over views, normalised after the sum (one division per [R, S, D]

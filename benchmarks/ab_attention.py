@@ -1,7 +1,14 @@
-"""A/B of the view attention's softmax-sum (``attend_views``) forms, in one process.
+"""A/B of forms of the view and ray attention, in one process.
 
-A is the library's ``attend_views``; B is a variant defined here (``--variant``):
+A is the library's ``ViewAttention`` and ``RayAttention``; B is a variant defined here
+(``--variant``):
 
+  bias_rows the biases inside the matmuls as a row of the weights against a column of
+            ones (``ViewAttention.bias_rows=True``; the library does that in bfloat16
+            only), so that the float32 view projection is [., 73] x [73, 72].
+  headmajor the ray attention's batched products on head-major [R, heads, S, head_dim]
+            operands (``rhqd,rhkd->rhqk``, ``rhqk,rhkd->rhqd``, the queries scaled
+            before the product) instead of the library's sample-major einsums.
   noreduce  backward without the reduction over views: ``dlogits = w * dx * (scale *
             value - x)`` with the output ``x`` kept from the forward pass (``sum_v w *
             scale * value * dx = x * dx``), ``dvalue = w * scale * dx``.
@@ -12,12 +19,14 @@ A is the library's ``attend_views``; B is a variant defined here (``--variant``)
 Both programs are compiled in the same process and timed alternately (A, B, A, B, ...),
 so that the host's drift and other jobs on it fall on both; wall and process CPU time.
 
-  python benchmarks/ab_view_attention.py --variant scaled --what micro --rounds 15
-  python benchmarks/ab_view_attention.py --variant scaled --what train --rounds 7
+  python benchmarks/ab_attention.py --variant scaled --what micro --rounds 15
+  python benchmarks/ab_attention.py --variant scaled --what train --rounds 7
+  python benchmarks/ab_attention.py --variant bias_rows --what infer --rounds 9
 
 ``micro``: one ``ViewAttention`` forward and backward on a 32-ray training slice (64
 samples, 10 views, width 64, dropout 0.1), 10 calls per timed run; ``train``: the
-reference GNT train step of ``movenerf.tools.bench.prepare_train`` (512 rays, float32).
+reference GNT train step of ``movenerf.tools.bench.prepare_train`` (512 rays, float32);
+``infer``: the reference 512-ray inference chunk of ``movenerf.tools.bench.prepare``.
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ import json
 import statistics
 import time
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from movenerf.models.gnt import ray_transformer as rt
 from movenerf.models.gnt import view_transformer as vt
 
 
@@ -68,20 +79,53 @@ def _custom(fwd, bwd):
   return f
 
 
-VARIANTS = {"noreduce": _custom(_noreduce_fwd, _noreduce_bwd),
-            "scaled": _custom(_scaled_fwd, _scaled_bwd)}
+class _BiasRows(vt.ViewAttention):
+  bias_rows: bool | None = True
+
+
+class _HeadMajor(rt.RayAttention):
+
+  @nn.compact
+  def __call__(self, x, deterministic: bool = True):
+    rays, samples, width = x.shape
+    head_dim = width // self.num_heads
+    split = lambda t: jnp.transpose(t.reshape(rays, samples, self.num_heads, head_dim),
+                                    (0, 2, 1, 3))
+    dense = lambda name: rt.Dense(width, use_bias=False, dtype=self.dtype, name=name)
+    scale = jnp.sqrt(jnp.float32(head_dim)).astype(self.dtype)
+    q, k, v = split(dense("q_fc")(x) / scale), split(dense("k_fc")(x)), split(dense("v_fc")(x))
+    attn = jax.nn.softmax(jnp.einsum("rhqd,rhkd->rhqk", q, k).astype(jnp.float32), axis=-1)
+    attn_d = rt.Dropout(self.dropout)(attn.astype(v.dtype), deterministic=deterministic)
+    out = jnp.transpose(jnp.einsum("rhqk,rhkd->rhqd", attn_d, v), (0, 2, 1, 3))
+    out = rt.Dense(width, dtype=self.dtype, name="out_fc")(out.reshape(rays, samples, width))
+    return rt.Dropout(self.dropout)(out, deterministic=deterministic), attn
+
+
+# Each variant replaces the named attribute of its module while tracing.
+VARIANTS = {"bias_rows": (vt, "ViewAttention", _BiasRows),
+            "headmajor": (rt, "RayAttention", _HeadMajor),
+            "noreduce": (vt, "attend_views", _custom(_noreduce_fwd, _noreduce_bwd)),
+            "scaled": (vt, "attend_views", _custom(_scaled_fwd, _scaled_bwd))}
 
 
 @contextlib.contextmanager
-def traced_with(attend_views):
-  """Programs traced inside use ``attend_views`` (None: the library's)."""
-  saved = vt.attend_views
-  if attend_views is not None:
-    vt.attend_views = attend_views
+def traced_with(variant):
+  """Programs traced inside use ``variant``'s form (None: the library's).
+
+  JAX's caches are cleared first: ``jit`` would otherwise serve the variant's program
+  from the trace of the library's, whose arguments are equal.
+  """
+  jax.clear_caches()
+  if variant is None:
+    yield
+    return
+  module, name, form = variant
+  saved = getattr(module, name)
+  setattr(module, name, form)
   try:
     yield
   finally:
-    vt.attend_views = saved
+    setattr(module, name, saved)
 
 
 def _micro(variant):
@@ -93,12 +137,11 @@ def _micro(variant):
   rd = jnp.asarray(rng.normal(size=(r, s, v, 4)), jnp.float32)
   mask = jnp.asarray(rng.random((r, s, v, 1)) > 0.2, jnp.float32)
   ct = jnp.asarray(rng.normal(size=(r, s, d)), jnp.float32)
-  mod = vt.ViewAttention(0.1)
-  params = mod.init({"params": jax.random.PRNGKey(0)}, q, k, rd, mask)
+  params = vt.ViewAttention(0.1).init({"params": jax.random.PRNGKey(0)}, q, k, rd, mask)
 
   def loss(p, q, k):
-    y = mod.apply(p, q, k, rd, mask, deterministic=False,
-                  rngs={dropout.RNG_COLLECTION: jax.random.PRNGKey(1)})
+    y = vt.ViewAttention(0.1).apply(p, q, k, rd, mask, deterministic=False,
+                                    rngs={dropout.RNG_COLLECTION: jax.random.PRNGKey(1)})
     return jnp.sum(y * ct)
 
   steps = {}
@@ -124,14 +167,30 @@ def _train(variant):
   return steps, 1
 
 
+def _infer(variant):
+  from movenerf.models.gnt.model import GNTConfig
+  from movenerf.tools import bench
+  steps = {}
+  for name, form in (("A", None), ("B", VARIANTS[variant])):
+    with traced_with(form):
+      steps[name] = bench.prepare(GNTConfig()).step
+  a, b = steps["A"](), steps["B"]()
+  err = max(float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(x)), 1.0))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  print(f"A vs B, rendered outputs: max |A - B| / max(max |A|, 1) = {err:.2e}")
+  return steps, 1
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--variant", default="scaled", choices=sorted(VARIANTS))
-  parser.add_argument("--what", default="train", choices=["micro", "train"])
+  parser.add_argument("--what", default="train", choices=["micro", "train", "infer"])
   parser.add_argument("--rounds", type=int, default=6)
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
-  steps, inner = (_micro if args.what == "micro" else _train)(args.variant)
+  if args.what == "micro" and VARIANTS[args.variant][0] is not vt:
+    parser.error(f"--what micro times the view attention only, not --variant {args.variant}")
+  steps, inner = {"micro": _micro, "train": _train, "infer": _infer}[args.what](args.variant)
   for f in steps.values():  # untimed
     jax.block_until_ready(f())
   wall = {"A": [], "B": []}
