@@ -121,8 +121,8 @@ class ViewAttention(nn.Module):
     # In bfloat16 the biases ride in the matmuls as a row of the weights against a column
     # of ones: their gradients then come out of the weight-gradient matmuls instead of
     # sums over [R, S, V], which XLA:CPU computes in bfloat16 as converts plus tree
-    # reductions. In float32 they are added after the matmuls, whose inner dimensions
-    # then stay multiples of 8 (72 rather than 73 for the view projection).
+    # reductions. In float32 they are added after the matmuls, which then go without the
+    # extra column (the view projection's inner dimension is 72 rather than 73).
     bias_rows = self.bias_rows
     if bias_rows is None:
       bias_rows = jnp.dtype(self.dtype) != jnp.float32
