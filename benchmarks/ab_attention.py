@@ -128,6 +128,23 @@ def traced_with(variant):
     setattr(module, name, saved)
 
 
+def _both(variant, build):
+  """``{"A": build(), "B": build()}``: ``build`` traced with the library's form, then
+  with ``variant``'s; each returns a callable that runs its compiled program."""
+  steps = {}
+  for name, form in (("A", None), ("B", VARIANTS[variant])):
+    with traced_with(form):
+      steps[name] = build()
+  return steps
+
+
+def _print_difference(steps, what):
+  a, b = steps["A"](), steps["B"]()
+  err = max(float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(x)), 1.0))
+            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  print(f"A vs B, {what}: max |A - B| / max(max |A|, 1) = {err:.2e}")
+
+
 def _micro(variant):
   from movenerf.nn import dropout
   r, s, v, d = 32, 64, 10, 64
@@ -144,40 +161,26 @@ def _micro(variant):
                                     rngs={dropout.RNG_COLLECTION: jax.random.PRNGKey(1)})
     return jnp.sum(y * ct)
 
-  steps = {}
-  for name, form in (("A", None), ("B", VARIANTS[variant])):
-    with traced_with(form):
-      f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).lower(params, q, k).compile()
-    steps[name] = (lambda f=f: f(params, q, k))
-  a, b = steps["A"](), steps["B"]()
-  err = max(float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(x)), 1.0))
-            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  print(f"A vs B, loss and gradients: max |A - B| / max(max |A|, 1) = {err:.2e}")
+  def build():
+    f = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2))).lower(params, q, k).compile()
+    return lambda: f(params, q, k)
+
+  steps = _both(variant, build)
+  _print_difference(steps, "loss and gradients")
   return steps, 10
 
 
 def _train(variant):
   from movenerf.models.gnt.model import GNTConfig
   from movenerf.tools import bench
-  steps = {}
-  for name, form in (("A", None), ("B", VARIANTS[variant])):
-    with traced_with(form):
-      p = bench.prepare_train(GNTConfig())
-    steps[name] = p.step
-  return steps, 1
+  return _both(variant, lambda: bench.prepare_train(GNTConfig()).step), 1
 
 
 def _infer(variant):
   from movenerf.models.gnt.model import GNTConfig
   from movenerf.tools import bench
-  steps = {}
-  for name, form in (("A", None), ("B", VARIANTS[variant])):
-    with traced_with(form):
-      steps[name] = bench.prepare(GNTConfig()).step
-  a, b = steps["A"](), steps["B"]()
-  err = max(float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(x)), 1.0))
-            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  print(f"A vs B, rendered outputs: max |A - B| / max(max |A|, 1) = {err:.2e}")
+  steps = _both(variant, lambda: bench.prepare(GNTConfig()).step)
+  _print_difference(steps, "rendered outputs")
   return steps, 1
 
 

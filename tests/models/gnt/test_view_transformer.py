@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from movenerf.models.gnt import view_transformer as vt
-from movenerf.nn import prng
+from movenerf.nn import dropout, prng
 
 
 def test_attend_views_gradient_matches_autodiff():
@@ -43,7 +43,7 @@ def test_biases_inside_and_after_the_matmuls_agree():
   def loss(p, q, k, ray_diff, bias_rows, deterministic):
     out = vt.ViewAttention(0.2, bias_rows=bias_rows).apply(
         p, q, k, ray_diff, mask, deterministic,
-        rngs={"dropout": jax.random.key(3)})
+        rngs={dropout.RNG_COLLECTION: jax.random.key(3)})
     return jnp.sum(out * cotangent)
 
   for deterministic in (True, False):
