@@ -1,7 +1,7 @@
 """A/B of forms of the view and ray attention, in one process.
 
-A is the library's ``ViewAttention`` and ``RayAttention``; B is a variant defined here
-(``--variant``):
+A is the library (its ``ViewAttention``, ``RayAttention`` and rendering); B is a variant
+defined here (``--variant``):
 
   bias_rows the biases inside the matmuls as a row of the weights against a column of
             ones (``ViewAttention.bias_rows=True``; the library does that in bfloat16
@@ -15,6 +15,9 @@ A is the library's ``ViewAttention`` and ``RayAttention``; B is a variant define
   scaled    residuals ``w`` and ``ws = w * scale`` instead of ``w`` and the dropout
             multipliers: ``t = ws * value * dx``, ``dlogits = t - w * sum_v t``,
             ``dvalue = ws * dx``.
+  one_device (``--what infer``) the whole chunk on the first device, instead of its rays
+            split over the process's devices (``render.ray_mesh``; on CPU one device per
+            core, as ``bench`` makes them: ``sharding.cpu_device_per_core``).
 
 Both programs are compiled in the same process and timed alternately (A, B, A, B, ...),
 so that the host's drift and other jobs on it fall on both; wall and process CPU time.
@@ -22,6 +25,7 @@ so that the host's drift and other jobs on it fall on both; wall and process CPU
   python benchmarks/ab_attention.py --variant scaled --what micro --rounds 15
   python benchmarks/ab_attention.py --variant scaled --what train --rounds 7
   python benchmarks/ab_attention.py --variant bias_rows --what infer --rounds 9
+  python benchmarks/ab_attention.py --variant one_device --what infer --rounds 11
 
 ``micro``: one ``ViewAttention`` forward and backward on a 32-ray training slice (64
 samples, 10 views, width 64, dropout 0.1), 10 calls per timed run; ``train``: the
@@ -42,8 +46,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from movenerf import sharding
 from movenerf.models.gnt import ray_transformer as rt
+from movenerf.models.gnt import render
 from movenerf.models.gnt import view_transformer as vt
+from movenerf.tools import bench
 
 
 def _noreduce_fwd(logits, value, scale):
@@ -101,8 +108,13 @@ class _HeadMajor(rt.RayAttention):
     return rt.Dropout(self.dropout)(out, deterministic=deterministic), attn
 
 
+def _first_device_mesh(chunk_size, devices=None):
+  return render.ray_mesh(chunk_size, jax.local_devices()[:1])
+
+
 # Each variant replaces the named attribute of its module while tracing.
 VARIANTS = {"bias_rows": (vt, "ViewAttention", _BiasRows),
+            "one_device": (bench, "ray_mesh", _first_device_mesh),
             "headmajor": (rt, "RayAttention", _HeadMajor),
             "noreduce": (vt, "attend_views", _custom(_noreduce_fwd, _noreduce_bwd)),
             "scaled": (vt, "attend_views", _custom(_scaled_fwd, _scaled_bwd))}
@@ -140,8 +152,9 @@ def _both(variant, build):
 
 def _print_difference(steps, what):
   a, b = steps["A"](), steps["B"]()
-  err = max(float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(x)), 1.0))
-            for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  host = lambda t: [np.asarray(x) for x in jax.tree.leaves(t)]  # A and B may differ in devices
+  err = max(float(np.max(np.abs(x - y)) / max(np.max(np.abs(x)), 1.0))
+            for x, y in zip(host(a), host(b)))
   print(f"A vs B, {what}: max |A - B| / max(max |A|, 1) = {err:.2e}")
 
 
@@ -172,13 +185,11 @@ def _micro(variant):
 
 def _train(variant):
   from movenerf.models.gnt.model import GNTConfig
-  from movenerf.tools import bench
   return _both(variant, lambda: bench.prepare_train(GNTConfig()).step), 1
 
 
 def _infer(variant):
   from movenerf.models.gnt.model import GNTConfig
-  from movenerf.tools import bench
   steps = _both(variant, lambda: bench.prepare(GNTConfig()).step)
   _print_difference(steps, "rendered outputs")
   return steps, 1
@@ -193,6 +204,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   if args.what == "micro" and VARIANTS[args.variant][0] is not vt:
     parser.error(f"--what micro times the view attention only, not --variant {args.variant}")
+  if args.variant == "one_device" and args.what != "infer":
+    parser.error("--variant one_device changes rendering only: give --what infer")
+  sharding.cpu_device_per_core()
   steps, inner = {"micro": _micro, "train": _train, "infer": _infer}[args.what](args.variant)
   for f in steps.values():  # untimed
     jax.block_until_ready(f())

@@ -18,7 +18,9 @@ Under ``movenerf.tools.launch`` (or with ``--config.train.distributed=true`` on 
 host) the views are split over the processes and process 0 writes the results. Writes
 per-view PNGs (prediction, ground truth, depth, expert map, a labelled comparison sheet),
 ``metrics.json``, ``metrics.txt`` and (``eval.video_frames``) a video to ``--out``
-(default ``WORKDIR/eval``) and prints PSNR / SSIM / LPIPS per scene.
+(default ``WORKDIR/eval``) and prints PSNR / SSIM / LPIPS per scene. Each chunk of rays
+is split over the process's devices; on CPU the program makes one device per core
+(unless ``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS`` sets the count).
 
 ``--protocol NAME`` (``movenerf.evaluation.protocols.NAMES``: dtu, llff,
 nerf_synthetic, shiny) evaluates instead the views of a published protocol's committed
@@ -38,7 +40,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from movenerf import cli, configs, validation
+from movenerf import cli, configs, sharding, validation
 from movenerf.data import spec as data_spec
 from movenerf.evaluation import evaluate as evaluation
 from movenerf.evaluation import protocols
@@ -146,6 +148,7 @@ def main(argv):
     raise validation.UsageError(f"unexpected arguments {argv[1:]} (flags are --name=value)")
   if not flags.FLAGS["verbosity"].present:  # orbax / jax INFO lines would drown the progress
     logging.set_verbosity(logging.WARNING)
+  sharding.cpu_device_per_core()  # renders split their rays over the devices
   source = _CHECKPOINT.value or _WORKDIR.value
   if not source:
     raise validation.UsageError("give --workdir (a training run) or --checkpoint")

@@ -7,6 +7,7 @@ over it). Meshes use Auto axes so that ``with_sharding_constraint`` and sharded
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import flax.traverse_util
@@ -17,15 +18,43 @@ DATA_AXIS = "data"
 EXPERT_AXIS = "expert"
 
 
-def make_mesh(data: int | None = None, expert: int = 1) -> Mesh:
-  """A (data, expert) mesh over all devices; ``data`` defaults to what is left."""
-  count = jax.device_count()
+def make_mesh(data: int | None = None, expert: int = 1, devices=None) -> Mesh:
+  """A (data, expert) mesh over ``devices`` (default: all); ``data`` defaults to what
+  is left."""
+  count = jax.device_count() if devices is None else len(devices)
   if data is None:
     data = count // expert
   if data * expert != count:
     raise ValueError(f"mesh {data} x {expert} does not match {count} devices")
   return jax.make_mesh((data, expert), (DATA_AXIS, EXPERT_AXIS),
-                       axis_types=(AxisType.Auto, AxisType.Auto))
+                       axis_types=(AxisType.Auto, AxisType.Auto), devices=devices)
+
+
+_CPU_DEVICE_COUNT_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cpu_device_per_core() -> int | None:
+  """Gives JAX's CPU backend one device per core this process may run on.
+
+  Rendering splits its rays over the devices (``render.ray_mesh``); on a CPU one program
+  per core is faster than one program whose operations are each split over the cores.
+  Leaves the count alone where it is chosen already (``JAX_NUM_CPU_DEVICES``, the
+  ``jax_num_cpu_devices`` config, ``XLA_FLAGS``' ``--xla_force_host_platform_device_count``)
+  or too late (JAX has started its backends). Programs call it first thing in ``main``;
+  the library itself never changes it.
+
+  Returns:
+    the count set, or None where it was left alone.
+  """
+  if (jax.config.jax_num_cpu_devices != -1 or "JAX_NUM_CPU_DEVICES" in os.environ
+      or _CPU_DEVICE_COUNT_FLAG in os.environ.get("XLA_FLAGS", "")):
+    return None
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  try:
+    jax.config.update("jax_num_cpu_devices", cores or 1)
+  except RuntimeError:  # the backends have started: the count is fixed
+    return None
+  return cores or 1
 
 
 def data_share(mesh: Mesh, process_index: int | None = None) -> tuple[int, int]:

@@ -43,3 +43,30 @@ def test_param_specs_put_only_experts_on_the_expert_axis():
   np.testing.assert_array_equal(placed["net"]["rgb_fc"]["kernel"], 0.0)
   with pytest.raises(ValueError, match="does not match"):
     sharding.make_mesh(data=3, expert=5)
+
+
+_COUNT = ("import jax; from movenerf import sharding; "
+          "print(sharding.cpu_device_per_core(), jax.device_count())")
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, f"{len(os.sched_getaffinity(0))} {len(os.sched_getaffinity(0))}"),
+    ({"JAX_NUM_CPU_DEVICES": "3"}, "None 3"),
+    ({"XLA_FLAGS": "--xla_force_host_platform_device_count=5"}, "None 5"),
+])
+def test_cpu_device_per_core_leaves_a_chosen_count_alone(env, expected):
+  """One CPU device per usable core, unless the environment chose the count."""
+  base = {k: v for k, v in os.environ.items()
+          if k not in ("JAX_NUM_CPU_DEVICES", "XLA_FLAGS")}
+  proc = subprocess.run([sys.executable, "-c", _COUNT], capture_output=True, text=True,
+                        env={**base, **env, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"},
+                        timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert proc.stdout.strip().splitlines()[-1] == expected
+
+
+def test_cpu_device_per_core_is_too_late_once_jax_runs():
+  jax.devices()
+  count = jax.device_count()
+  assert sharding.cpu_device_per_core() is None
+  assert jax.device_count() == count

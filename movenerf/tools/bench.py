@@ -10,14 +10,16 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
 
 * inference: rays/s rendering one chunk of ``--rays`` rays (median of ``--repeats``
   timed runs after a warm-up run, which is timed apart: ``infer_first_step_s``; first
-  runs vary more than later ones),
-  compile time, feature-net time;
+  runs vary more than later ones), split over the process's devices as evaluation
+  splits them (``render_devices``; on CPU the benchmark makes one device per core,
+  unless ``JAX_NUM_CPU_DEVICES`` or ``XLA_FLAGS`` sets the count:
+  ``sharding.cpu_device_per_core``), compile time, feature-net time;
 * training: rays/s and step time (median of ``--train-repeats``, after a warm-up step
   timed apart: ``train_first_step_s``) of the full train step (forward, backward, Adam
-  update) on one example of ``--rays`` rays, and its compile time; on CPU the rays go
-  through in slices of 32, each slice's backward pass right after its forward pass
-  (``train.sub_chunk``), looped on the host over one compiled program of 16 slices
-  (``--train-loop``, :mod:`movenerf.training.slice_loop`);
+  update) on one example of ``--rays`` rays on the first device, and its compile time;
+  on CPU the rays go through in slices of 32, each slice's backward pass right after its
+  forward pass (``train.sub_chunk``), looped on the host over one compiled program of 16
+  slices (``--train-loop``, :mod:`movenerf.training.slice_loop`);
 * model FLOPs per ray (XLA's cost analysis of the program as written, before its
   optimisations; the optimised program counts 0.15% more at the reference
   configuration) and the achieved FLOP/s against the device's
@@ -74,7 +76,8 @@ from movenerf.geometry.epipolar import SourceViews
 from movenerf.geometry.rays import image_rays
 from movenerf.models.gnt.family import GNTFamily
 from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
-from movenerf.models.gnt.render import default_sub_chunk, encode_sources, render_chunk
+from movenerf.models.gnt.render import (default_sub_chunk, encode_sources, place_for_render,
+                                        ray_mesh, render_chunk)
 from movenerf.moe.config import MoEConfig
 from movenerf.tools import official_baseline
 from movenerf.training import optim
@@ -203,13 +206,22 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
 
   if sub_chunk is None:
     sub_chunk = default_sub_chunk()
-  args = (model, variables, rays, target, sources, featmaps, near, far, sub_chunk)
+  # As render_rays_chunked: the chunk's rays split over this process's devices.
+  mesh = ray_mesh(chunk)
+  args = (model, variables, rays, target, sources, featmaps, near, far)
+  if mesh.size > 1:
+    (variables, target, sources, featmaps, near, far), rays = place_for_render(
+        mesh, (variables, target, sources, featmaps, near, far), rays)
+  else:
+    mesh = None
+  args = (model, variables, rays, target, sources, featmaps, near, far, sub_chunk, False,
+          mesh)
   begin = time.perf_counter()
   compiled = render_chunk.lower(*args).compile()
   compile_s = time.perf_counter() - begin
-  # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped program,
-  # as lowered, without compiling it a second time.
-  flops = _flops(render_chunk.lower(*args[:-1], 0))
+  # XLA's cost analysis counts a lax.map body once: count FLOPs on the unmapped
+  # one-device program, as lowered, without compiling it a second time.
+  flops = _flops(render_chunk.lower(*args[:8], 0))
 
   def first_runs(prepared: Prepared):
     encode_times = []
@@ -220,12 +232,13 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
     prepared.figures.update(encode_s_median=statistics.median(encode_times),
                             infer_first_step_s=prepared.warm_up())
 
-  prepared = Prepared(lambda: compiled(*args[1:-1]), {}, hlo_text=compiled.as_text,
+  prepared = Prepared(lambda: compiled(*args[1:8]), {}, hlo_text=compiled.as_text,
                       first_runs=first_runs)
   prepared.figures.update({
       "model": "GNT-MoVE" if config.moe else "GNT",
       "device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(),
-      "num_devices": jax.device_count(), "platform": platform.processor() or platform.machine(),
+      "num_devices": jax.device_count(), "render_devices": 1 if mesh is None else mesh.size,
+      "platform": platform.processor() or platform.machine(),
       "dtype": config.dtype, "depth": config.depth, "width": config.width,
       "num_views": num_views, "image_size": size, "num_samples": config.num_samples,
       "num_importance": config.num_importance, "chunk": chunk, "sub_chunk": sub_chunk,
@@ -283,7 +296,8 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
       coarse_weight=1.0, fine_weight=1.0, diversity_weight=0.01 if config.moe else 0.0,
       consistency_weight=0.1 if config.moe else 0.0, symmetric_consistency=True))
   tx = optim.make_optimizer(opt_cfg)
-  mesh = sharding.make_mesh()
+  # One example per step: its data axis has one row, on the first device.
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
   if sub_chunk is None:
     sub_chunk = default_train_sub_chunk()
   with jax.set_mesh(mesh):
@@ -616,6 +630,7 @@ def main(argv=None) -> int:
                       help="untimed official steps before them (each phase is a fresh "
                            "process)")
   args = parser.parse_args(argv)
+  sharding.cpu_device_per_core()
   if args.suite:
     if args.baseline != "none":
       print("baseline official: skipped: not with --suite (run it on the reference "

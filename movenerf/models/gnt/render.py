@@ -14,6 +14,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from movenerf.geometry.cameras import Cameras
 from movenerf.geometry.epipolar import SourceViews
@@ -21,6 +22,7 @@ from movenerf.models.gnt.model import GNTModel
 from movenerf.moe.expert_map import expert_fractions
 from movenerf.moe.layer import MOE_COLLECTION, moe_layers
 from movenerf.geometry.rays import Rays, image_rays
+from movenerf.sharding import DATA_AXIS
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -74,16 +76,55 @@ def map_sub_chunks(fn: Callable, rays: Rays, sub_chunk: int):
   return merge_slices(jax.lax.map(fn, split_slices(rays, count)))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 8, 9))
+def ray_mesh(chunk_size: int, devices=None) -> Mesh:
+  """A one-axis (``data``) mesh over the first n of ``devices`` (default: this
+  process's), n the largest count that divides ``chunk_size``: each device renders an
+  equal share of every chunk's rays."""
+  devices = list(jax.local_devices() if devices is None else devices)
+  count = max(n for n in range(1, len(devices) + 1) if chunk_size % n == 0)
+  return Mesh(np.asarray(devices[:count]), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+
+
+def place_for_render(mesh: Mesh, replicated, rays: Rays | None = None):
+  """Copies ``replicated`` (any pytree: variables, views, feature maps) to every device of
+  ``mesh`` and splits ``rays`` over its ``data`` axis; returns ``(replicated, rays)``."""
+  everywhere = NamedSharding(mesh, P())
+  replicated = jax.tree.map(lambda a: jax.device_put(a, everywhere), replicated)
+  if rays is not None:
+    rays = jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P(DATA_AXIS))), rays)
+  return replicated, rays
+
+
+@functools.partial(jax.jit, static_argnums=(0, 8, 9, 10))
 def render_chunk(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
                  sources: SourceViews, featmaps, near, far, sub_chunk: int = 0,
-                 collect_experts: bool = False):
+                 collect_experts: bool = False, mesh: Mesh | None = None):
   """Evaluation rendering of R rays (deterministic sampling, no dropout).
 
   ``sub_chunk`` > 0 renders the rays in slices of that size inside the compiled call.
   With ``collect_experts`` (GNT-MoVE) returns ``(RenderOutput, top1 [L, R, S])``: the
   top-1 expert of every sample in each of the L MoE layers of the final pass.
+  With a ``mesh`` of several devices (``ray_mesh``) each device renders its share of the
+  rays (R / devices, in slices of ``sub_chunk``; rays are independent, so the result is
+  the one-device result); its arguments must be on the mesh (``place_for_render``).
   """
+  if mesh is not None and mesh.size > 1:
+    per_device = functools.partial(_render_chunk_local, model, sub_chunk=sub_chunk,
+                                   collect_experts=collect_experts)
+    rays_spec = P(DATA_AXIS)
+    out_specs = (rays_spec, P(None, DATA_AXIS)) if collect_experts else rays_spec
+    return jax.shard_map(per_device, mesh=mesh,
+                         in_specs=(P(), rays_spec, P(), P(), P(), P(), P()),
+                         out_specs=out_specs, check_vma=False)(
+                             variables, rays, target_camera, sources, featmaps, near, far)
+  return _render_chunk_local(model, variables, rays, target_camera, sources, featmaps, near,
+                             far, sub_chunk, collect_experts)
+
+
+def _render_chunk_local(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
+                        sources: SourceViews, featmaps, near, far, sub_chunk: int,
+                        collect_experts: bool):
+  """``render_chunk`` on one device (traced inside it)."""
   def one(r):
     if not collect_experts:
       return model.apply(variables, r, target_camera, sources, featmaps, near, far,
@@ -108,10 +149,12 @@ def _rays_leading(result):
 def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
                         sources: SourceViews, near: float, far: float, chunk_size: int = 512,
                         featmaps=None, progress: Callable[[int, int], Any] | None = None,
-                        sub_chunk: int | None = None) -> dict[str, np.ndarray]:
+                        sub_chunk: int | None = None, devices=None) -> dict[str, np.ndarray]:
   """Renders any number of rays in fixed-size chunks (one compilation).
 
-  ``sub_chunk`` (default: ``default_sub_chunk()``) must divide ``chunk_size``.
+  Each chunk's rays are split over ``devices`` (default: this process's; ``ray_mesh``
+  says how many). ``sub_chunk`` (default: ``default_sub_chunk()``) slices each device's
+  share; a share it does not divide is rendered whole.
 
   Returns:
     dict with 'rgb' [R, 3], 'depth' [R] (final pass), with a fine pass 'rgb_coarse',
@@ -122,8 +165,14 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
     featmaps = encode_sources(model, variables, sources.images)
   if sub_chunk is None:
     sub_chunk = default_sub_chunk()
-  if sub_chunk and chunk_size % sub_chunk:
-    sub_chunk = 0  # a chunk size that is not a multiple: render it whole
+  mesh = ray_mesh(chunk_size, devices)
+  if sub_chunk and (chunk_size // mesh.size) % sub_chunk:
+    sub_chunk = 0
+  if mesh.size > 1:
+    (variables, target_camera, sources, featmaps, near, far), _ = place_for_render(
+        mesh, (variables, target_camera, sources, featmaps, near, far))
+  else:
+    mesh = None
   total = rays.num_rays
   padded = -(-total // chunk_size) * chunk_size
   pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], padded - total, 0)], 0)
@@ -131,8 +180,11 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
   moe = model.config.moe
   parts: dict[str, list] = {}
   for start in range(0, padded, chunk_size):
-    out = render_chunk(model, variables, rays[start:start + chunk_size], target_camera,
-                       sources, featmaps, near, far, sub_chunk, moe is not None)
+    chunk = rays[start:start + chunk_size]
+    if mesh is not None:
+      _, chunk = place_for_render(mesh, (), chunk)
+    out = render_chunk(model, variables, chunk, target_camera, sources, featmaps, near, far,
+                       sub_chunk, moe is not None, mesh)
     pieces = {}
     if moe is not None:
       out, top1 = out
