@@ -15,6 +15,8 @@ defined here (``--variant``):
   scaled    residuals ``w`` and ``ws = w * scale`` instead of ``w`` and the dropout
             multipliers: ``t = ws * value * dx``, ``dlogits = t - w * sum_v t``,
             ``dvalue = ws * dx``.
+  mask_fma  the masked views' logits set by ``logits * mask + (1 - mask) * -1e9`` (the
+            same values for a 0/1 mask) instead of a select.
   one_device (``--what infer``) the whole chunk on the first device, instead of its rays
             split over the process's devices (``render.ray_mesh``; on CPU one device per
             core, as ``bench`` makes them: ``sharding.cpu_device_per_core``).
@@ -108,6 +110,10 @@ class _HeadMajor(rt.RayAttention):
     return rt.Dropout(self.dropout)(out, deterministic=deterministic), attn
 
 
+def _mask_fma(logits, mask):
+  return logits.astype(jnp.float32) * mask + (1.0 - mask) * vt._MASKED_LOGIT
+
+
 def _first_device_mesh(chunk_size, devices=None):
   return render.ray_mesh(chunk_size, jax.local_devices()[:1])
 
@@ -115,6 +121,7 @@ def _first_device_mesh(chunk_size, devices=None):
 # Each variant replaces the named attribute of its module while tracing.
 VARIANTS = {"bias_rows": (vt, "ViewAttention", _BiasRows),
             "one_device": (bench, "ray_mesh", _first_device_mesh),
+            "mask_fma": (vt, "mask_logits", _mask_fma),
             "headmajor": (rt, "RayAttention", _HeadMajor),
             "noreduce": (vt, "attend_views", _custom(_noreduce_fwd, _noreduce_bwd)),
             "scaled": (vt, "attend_views", _custom(_scaled_fwd, _scaled_bwd))}

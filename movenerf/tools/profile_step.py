@@ -4,7 +4,8 @@ r"""Where the time of a GNT train step (or inference chunk) goes, from a profile
   python -m movenerf.tools.profile_step --infer --top 20     # one inference chunk
   python -m movenerf.tools.profile_step --model move --json prof.json --trace-dir /tmp/t
 
-Builds the same program as :mod:`movenerf.tools.bench` (reference configuration), runs
+Builds the same program as :mod:`movenerf.tools.bench` (reference configuration; on CPU
+with one device per core, the inference chunk's rays split over them), runs
 it once under ``jax.profiler.trace`` and attributes every executed XLA op (on CPU each
 thunk is a trace event) to the model code that produced it, through the ``op_name``
 metadata of the optimised HLO (``compiled.as_text()``): forward or backward pass
@@ -31,6 +32,7 @@ import tempfile
 
 import jax
 
+from movenerf import sharding
 from movenerf.models.gnt.model import GNTConfig
 from movenerf.moe.config import MoEConfig
 from movenerf.tools import bench
@@ -141,6 +143,7 @@ def main(argv=None) -> int:
   parser.add_argument("--trace-dir", default=None, help="keep the trace here (Perfetto)")
   parser.add_argument("--json", default=None, help="also write the breakdown as JSON")
   args = parser.parse_args(argv)
+  sharding.cpu_device_per_core()
 
   config = GNTConfig(dtype=args.dtype)
   if args.model == "move":

@@ -66,6 +66,11 @@ def _attend_views_bwd(res, dx):
 attend_views.defvjp(_attend_views_fwd, _attend_views_bwd)
 
 
+def mask_logits(logits, mask):
+  """float32 logits, ``_MASKED_LOGIT`` where ``mask`` is 0."""
+  return jnp.where(mask == 0, _MASKED_LOGIT, logits.astype(jnp.float32))
+
+
 class ViewAttention(nn.Module):
   """Subtraction-based attention over the view axis.
 
@@ -140,7 +145,7 @@ class ViewAttention(nn.Module):
     value = z[..., :width]  # v + pos
     attn_hidden = nn.relu(z[..., width:] - q_term[:, :, None, :])
     logits = dense(attn_hidden, attn_fc.fc2.kernel, attn_fc.fc2.bias)
-    logits = jnp.where(mask == 0, _MASKED_LOGIT, logits.astype(jnp.float32))
+    logits = mask_logits(logits, mask)
     if deterministic:
       # Softmax over views, normalised after the sum (one division per [R, S, D]
       # instead of per view); all-masked points get uniform weights (as with -1e9 fill).
