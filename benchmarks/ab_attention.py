@@ -6,9 +6,9 @@ defined here (``--variant``):
   bias_rows the biases inside the matmuls as a row of the weights against a column of
             ones (``ViewAttention.bias_rows=True``; the library does that in bfloat16
             only), so that the float32 view projection is [., 73] x [73, 72].
-  headmajor the ray attention's batched products on head-major [R, heads, S, head_dim]
-            operands (``rhqd,rhkd->rhqk``, ``rhqk,rhkd->rhqd``, the queries scaled
-            before the product) instead of the library's sample-major einsums.
+  samplemajor the ray attention's batched products on sample-major [R, S, heads,
+            head_dim] operands (``rqhd,rkhd->rhqk``, ``rhqk,rkhd->rqhd``, the logits
+            scaled after the product) instead of the library's head-major ones.
   noreduce  backward without the reduction over views: ``dlogits = w * dx * (scale *
             value - x)`` with the output ``x`` kept from the forward pass (``sum_v w *
             scale * value * dx = x * dx``), ``dvalue = w * scale * dx``.
@@ -92,21 +92,21 @@ class _BiasRows(vt.ViewAttention):
   bias_rows: bool | None = True
 
 
-class _HeadMajor(rt.RayAttention):
+class _SampleMajor(rt.RayAttention):
 
   @nn.compact
   def __call__(self, x, deterministic: bool = True):
     rays, samples, width = x.shape
     head_dim = width // self.num_heads
-    split = lambda t: jnp.transpose(t.reshape(rays, samples, self.num_heads, head_dim),
-                                    (0, 2, 1, 3))
+    split = lambda t: t.reshape(rays, samples, self.num_heads, head_dim)
     dense = lambda name: rt.Dense(width, use_bias=False, dtype=self.dtype, name=name)
-    scale = jnp.sqrt(jnp.float32(head_dim)).astype(self.dtype)
-    q, k, v = split(dense("q_fc")(x) / scale), split(dense("k_fc")(x)), split(dense("v_fc")(x))
-    attn = jax.nn.softmax(jnp.einsum("rhqd,rhkd->rhqk", q, k).astype(jnp.float32), axis=-1)
+    q, k, v = split(dense("q_fc")(x)), split(dense("k_fc")(x)), split(dense("v_fc")(x))
+    scale = jnp.sqrt(jnp.float32(head_dim)).astype(q.dtype)
+    logits = jnp.einsum("rqhd,rkhd->rhqk", q, k) / scale
+    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
     attn_d = rt.Dropout(self.dropout)(attn.astype(v.dtype), deterministic=deterministic)
-    out = jnp.transpose(jnp.einsum("rhqk,rhkd->rhqd", attn_d, v), (0, 2, 1, 3))
-    out = rt.Dense(width, dtype=self.dtype, name="out_fc")(out.reshape(rays, samples, width))
+    out = jnp.einsum("rhqk,rkhd->rqhd", attn_d, v).reshape(rays, samples, width)
+    out = rt.Dense(width, dtype=self.dtype, name="out_fc")(out)
     return rt.Dropout(self.dropout)(out, deterministic=deterministic), attn
 
 
@@ -122,7 +122,7 @@ def _first_device_mesh(chunk_size, devices=None):
 VARIANTS = {"bias_rows": (vt, "ViewAttention", _BiasRows),
             "one_device": (bench, "ray_mesh", _first_device_mesh),
             "mask_fma": (vt, "mask_logits", _mask_fma),
-            "headmajor": (rt, "RayAttention", _HeadMajor),
+            "samplemajor": (rt, "RayAttention", _SampleMajor),
             "noreduce": (vt, "attend_views", _custom(_noreduce_fwd, _noreduce_bwd)),
             "scaled": (vt, "attend_views", _custom(_scaled_fwd, _scaled_bwd))}
 

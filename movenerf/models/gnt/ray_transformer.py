@@ -39,15 +39,18 @@ class RayAttention(nn.Module):
     if width % self.num_heads:
       raise ValueError(f"width {width} is not divisible by num_heads {self.num_heads}")
     head_dim = width // self.num_heads
-    split = lambda t: t.reshape(rays, samples, self.num_heads, head_dim)
+    # Head-major [R, heads, S, head_dim] operands: both batched products then run on
+    # contiguous [S, head_dim] blocks. The queries are scaled before the product.
+    split = lambda t: jnp.transpose(t.reshape(rays, samples, self.num_heads, head_dim),
+                                    (0, 2, 1, 3))
     dense = lambda name: Dense(width, use_bias=False, dtype=self.dtype, name=name)
-    q, k, v = split(dense("q_fc")(x)), split(dense("k_fc")(x)), split(dense("v_fc")(x))
-    logits = jnp.einsum("rqhd,rkhd->rhqk", q, k) / jnp.sqrt(jnp.float32(head_dim)).astype(q.dtype)
-    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+    scale = jnp.sqrt(jnp.float32(head_dim)).astype(self.dtype)
+    q, k, v = split(dense("q_fc")(x) / scale), split(dense("k_fc")(x)), split(dense("v_fc")(x))
+    attn = jax.nn.softmax(jnp.einsum("rhqd,rhkd->rhqk", q, k).astype(jnp.float32), axis=-1)
     self.sow("intermediates", "attn_heads", attn)
     attn_d = Dropout(self.dropout)(attn.astype(v.dtype), deterministic=deterministic)
-    out = jnp.einsum("rhqk,rkhd->rqhd", attn_d, v).reshape(rays, samples, width)
-    out = Dense(width, dtype=self.dtype, name="out_fc")(out)
+    out = jnp.transpose(jnp.einsum("rhqk,rhkd->rhqd", attn_d, v), (0, 2, 1, 3))
+    out = Dense(width, dtype=self.dtype, name="out_fc")(out.reshape(rays, samples, width))
     return Dropout(self.dropout)(out, deterministic=deterministic), attn
 
 
