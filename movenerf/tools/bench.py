@@ -208,7 +208,6 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
     sub_chunk = default_sub_chunk()
   # As render_rays_chunked: the chunk's rays split over this process's devices.
   mesh = ray_mesh(chunk)
-  args = (model, variables, rays, target, sources, featmaps, near, far)
   if mesh.size > 1:
     (variables, target, sources, featmaps, near, far), rays = place_for_render(
         mesh, (variables, target, sources, featmaps, near, far), rays)
@@ -477,12 +476,14 @@ def _slice_mode(r: dict) -> str:
 def format_table(r: dict) -> str:
   dev_mem = (f"{r['peak_device_bytes'] / 2**20:,.0f} MiB" if r["peak_device_bytes"]
              else "n/a (backend does not report)")
+  devices = r.get("render_devices", 1)
   rows = [
       ("device", f"{r['device']} ({r['backend']}, {r['num_devices']} device(s))"),
       ("configuration", f"GNT depth {r['depth']} width {r['width']}, {r['num_views']} views of "
                         f"{r['image_size']}x{r['image_size']}, {r['num_samples']}"
                         f"+{r['num_importance']} samples, {r['dtype']}"),
-      ("chunk (rays)", f"{r['chunk']} (inner sub-chunks of {r['sub_chunk'] or r['chunk']})"),
+      ("chunk (rays)", f"{r['chunk']} over {devices} device(s), inner sub-chunks of "
+                       f"{r['sub_chunk'] or r['chunk'] // devices}"),
       ("inference", f"{r['infer_rays_per_s']:,.0f} rays/s (median of {r['repeats']}; "
                     f"step {r['infer_step_s_median'] * 1e3:,.1f} ms)"),
       ("compile", f"{r['compile_s']:.1f} s (feature net {r['encode_compile_s']:.1f} s); "
