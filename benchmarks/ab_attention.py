@@ -114,13 +114,13 @@ def _mask_fma(logits, mask):
   return logits.astype(jnp.float32) * mask + (1.0 - mask) * vt._MASKED_LOGIT
 
 
-def _first_device_mesh(chunk_size, devices=None):
-  return render.ray_mesh(chunk_size, jax.local_devices()[:1])
+def _on_first_device(chunk_size, replicated, rays=None, devices=None):
+  return render.place_for_render(chunk_size, replicated, rays, jax.local_devices()[:1])
 
 
 # Each variant replaces the named attribute of its module while tracing.
 VARIANTS = {"bias_rows": (vt, "ViewAttention", _BiasRows),
-            "one_device": (bench, "ray_mesh", _first_device_mesh),
+            "one_device": (bench, "place_for_render", _on_first_device),
             "mask_fma": (vt, "mask_logits", _mask_fma),
             "samplemajor": (rt, "RayAttention", _SampleMajor),
             "noreduce": (vt, "attend_views", _custom(_noreduce_fwd, _noreduce_bwd)),

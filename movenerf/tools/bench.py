@@ -77,7 +77,7 @@ from movenerf.geometry.rays import image_rays
 from movenerf.models.gnt.family import GNTFamily
 from movenerf.models.gnt.model import GNTConfig, GNTModel, init_variables
 from movenerf.models.gnt.render import (default_sub_chunk, encode_sources, place_for_render,
-                                        ray_mesh, render_chunk)
+                                        render_chunk)
 from movenerf.moe.config import MoEConfig
 from movenerf.tools import official_baseline
 from movenerf.training import optim
@@ -207,12 +207,8 @@ def prepare(config: GNTConfig, num_views: int = 10, size: int = 64, chunk: int =
   if sub_chunk is None:
     sub_chunk = default_sub_chunk()
   # As render_rays_chunked: the chunk's rays split over this process's devices.
-  mesh = ray_mesh(chunk)
-  if mesh.size > 1:
-    (variables, target, sources, featmaps, near, far), rays = place_for_render(
-        mesh, (variables, target, sources, featmaps, near, far), rays)
-  else:
-    mesh = None
+  mesh, (variables, target, sources, featmaps, near, far), rays = place_for_render(
+      chunk, (variables, target, sources, featmaps, near, far), rays)
   args = (model, variables, rays, target, sources, featmaps, near, far, sub_chunk, False,
           mesh)
   begin = time.perf_counter()

@@ -85,14 +85,25 @@ def ray_mesh(chunk_size: int, devices=None) -> Mesh:
   return Mesh(np.asarray(devices[:count]), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
-def place_for_render(mesh: Mesh, replicated, rays: Rays | None = None):
-  """Copies ``replicated`` (any pytree: variables, views, feature maps) to every device of
-  ``mesh`` and splits ``rays`` over its ``data`` axis; returns ``(replicated, rays)``."""
-  everywhere = NamedSharding(mesh, P())
-  replicated = jax.tree.map(lambda a: jax.device_put(a, everywhere), replicated)
+def _put(tree, mesh: Mesh, spec: P):
+  return jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, spec)), tree)
+
+
+def place_for_render(chunk_size: int, replicated, rays: Rays | None = None, devices=None):
+  """Where chunks of ``chunk_size`` rays render: the ``ray_mesh`` of ``devices``.
+
+  Returns:
+    ``(mesh, replicated, rays)``: ``replicated`` (any pytree: variables, views, feature
+    maps) copied to every device of the mesh, ``rays`` split over its ``data`` axis; on
+    one device ``(None, replicated, rays)`` as given (``render_chunk``'s one-device
+    program).
+  """
+  mesh = ray_mesh(chunk_size, devices)
+  if mesh.size == 1:
+    return None, replicated, rays
   if rays is not None:
-    rays = jax.tree.map(lambda a: jax.device_put(a, NamedSharding(mesh, P(DATA_AXIS))), rays)
-  return replicated, rays
+    rays = _put(rays, mesh, P(DATA_AXIS))
+  return mesh, _put(replicated, mesh, P()), rays
 
 
 @functools.partial(jax.jit, static_argnums=(0, 8, 9, 10))
@@ -106,7 +117,8 @@ def render_chunk(model: GNTModel, variables, rays: Rays, target_camera: Cameras,
   top-1 expert of every sample in each of the L MoE layers of the final pass.
   With a ``mesh`` of several devices (``ray_mesh``) each device renders its share of the
   rays (R / devices, in slices of ``sub_chunk``; rays are independent, so the result is
-  the one-device result); its arguments must be on the mesh (``place_for_render``).
+  the one-device result); ``place_for_render`` gives the mesh and puts the arguments on
+  it.
   """
   if mesh is not None and mesh.size > 1:
     per_device = functools.partial(_render_chunk_local, model, sub_chunk=sub_chunk,
@@ -165,14 +177,10 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
     featmaps = encode_sources(model, variables, sources.images)
   if sub_chunk is None:
     sub_chunk = default_sub_chunk()
-  mesh = ray_mesh(chunk_size, devices)
-  if sub_chunk and (chunk_size // mesh.size) % sub_chunk:
+  mesh, (variables, target_camera, sources, featmaps, near, far), _ = place_for_render(
+      chunk_size, (variables, target_camera, sources, featmaps, near, far), devices=devices)
+  if sub_chunk and (chunk_size // (1 if mesh is None else mesh.size)) % sub_chunk:
     sub_chunk = 0
-  if mesh.size > 1:
-    (variables, target_camera, sources, featmaps, near, far), _ = place_for_render(
-        mesh, (variables, target_camera, sources, featmaps, near, far))
-  else:
-    mesh = None
   total = rays.num_rays
   padded = -(-total // chunk_size) * chunk_size
   pad = lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], padded - total, 0)], 0)
@@ -182,7 +190,7 @@ def render_rays_chunked(model: GNTModel, variables, rays: Rays, target_camera: C
   for start in range(0, padded, chunk_size):
     chunk = rays[start:start + chunk_size]
     if mesh is not None:
-      _, chunk = place_for_render(mesh, (), chunk)
+      chunk = _put(chunk, mesh, P(DATA_AXIS))
     out = render_chunk(model, variables, chunk, target_camera, sources, featmaps, near, far,
                        sub_chunk, moe is not None, mesh)
     pieces = {}
