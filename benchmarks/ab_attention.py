@@ -17,11 +17,9 @@ defined here (``--variant``):
             ``dvalue = ws * dx``.
   mask_fma  the masked views' logits set by ``logits * mask + (1 - mask) * -1e9`` (the
             same values for a 0/1 mask) instead of a select.
-  one_device everything on the first device: with ``--what infer`` the whole chunk,
-            instead of its rays split over the process's devices (``render.ray_mesh``);
-            with ``--what train`` all the slices of the example, instead of its slices
-            dealt out over them (``bench.train_devices``); on CPU one device per core, as
-            ``bench`` makes them (``sharding.cpu_device_per_core``).
+  one_device (``--what infer``) the whole chunk on the first device, instead of its rays
+            split over the process's devices (``render.ray_mesh``; on CPU one device per
+            core, as ``bench`` makes them: ``sharding.cpu_device_per_core``).
 
 Both programs are compiled in the same process and timed alternately (A, B, A, B, ...),
 so that the host's drift and other jobs on it fall on both; wall and process CPU time.
@@ -30,7 +28,6 @@ so that the host's drift and other jobs on it fall on both; wall and process CPU
   python benchmarks/ab_attention.py --variant scaled --what train --rounds 7
   python benchmarks/ab_attention.py --variant bias_rows --what infer --rounds 9
   python benchmarks/ab_attention.py --variant one_device --what infer --rounds 11
-  python benchmarks/ab_attention.py --variant one_device --what train --rounds 7
 
 ``micro``: one ``ViewAttention`` forward and backward on a 32-ray training slice (64
 samples, 10 views, width 64, dropout 0.1), 10 calls per timed run; ``train``: the
@@ -121,18 +118,13 @@ def _on_first_device(chunk_size, replicated, rays=None, devices=None):
   return render.place_for_render(chunk_size, replicated, rays, jax.local_devices()[:1])
 
 
-def _first_device(sub_chunk, host_loop=None):
-  return jax.local_devices()[:1]
-
-
-# Each variant replaces the named attributes of their modules while tracing.
-VARIANTS = {"bias_rows": [(vt, "ViewAttention", _BiasRows)],
-            "one_device": [(bench, "place_for_render", _on_first_device),
-                           (bench, "train_devices", _first_device)],
-            "mask_fma": [(vt, "mask_logits", _mask_fma)],
-            "samplemajor": [(rt, "RayAttention", _SampleMajor)],
-            "noreduce": [(vt, "attend_views", _custom(_noreduce_fwd, _noreduce_bwd))],
-            "scaled": [(vt, "attend_views", _custom(_scaled_fwd, _scaled_bwd))]}
+# Each variant replaces the named attribute of its module while tracing.
+VARIANTS = {"bias_rows": (vt, "ViewAttention", _BiasRows),
+            "one_device": (bench, "place_for_render", _on_first_device),
+            "mask_fma": (vt, "mask_logits", _mask_fma),
+            "samplemajor": (rt, "RayAttention", _SampleMajor),
+            "noreduce": (vt, "attend_views", _custom(_noreduce_fwd, _noreduce_bwd)),
+            "scaled": (vt, "attend_views", _custom(_scaled_fwd, _scaled_bwd))}
 
 
 @contextlib.contextmanager
@@ -143,14 +135,16 @@ def traced_with(variant):
   from the trace of the library's, whose arguments are equal.
   """
   jax.clear_caches()
-  saved = [(module, name, getattr(module, name)) for module, name, _ in variant or ()]
-  for module, name, form in variant or ():
-    setattr(module, name, form)
+  if variant is None:
+    yield
+    return
+  module, name, form = variant
+  saved = getattr(module, name)
+  setattr(module, name, form)
   try:
     yield
   finally:
-    for module, name, form in saved:
-      setattr(module, name, form)
+    setattr(module, name, saved)
 
 
 def _both(variant, build):
@@ -215,8 +209,10 @@ def main(argv=None) -> int:
   parser.add_argument("--rounds", type=int, default=6)
   parser.add_argument("--json", default=None)
   args = parser.parse_args(argv)
-  if args.what == "micro" and any(m is not vt for m, _, _ in VARIANTS[args.variant]):
+  if args.what == "micro" and VARIANTS[args.variant][0] is not vt:
     parser.error(f"--what micro times the view attention only, not --variant {args.variant}")
+  if args.variant == "one_device" and args.what != "infer":
+    parser.error("--variant one_device changes rendering only: give --what infer")
   sharding.cpu_device_per_core()
   steps, inner = {"micro": _micro, "train": _train, "infer": _infer}[args.what](args.variant)
   for f in steps.values():  # untimed

@@ -16,12 +16,10 @@ ray (coarse only), 512 rays per step, float32. For each model it reports
   ``sharding.cpu_device_per_core``), compile time, feature-net time;
 * training: rays/s and step time (median of ``--train-repeats``, after a warm-up step
   timed apart: ``train_first_step_s``) of the full train step (forward, backward, Adam
-  update) on one example of ``--rays`` rays, and its compile time; on CPU the rays go
-  through in slices of 32, each slice's backward pass right after its forward pass
-  (``train.sub_chunk``), dealt out over the process's devices (``train_devices``) and
-  looped on the host over one compiled program of up to 16 slices per device
-  (``--train-loop``, :mod:`movenerf.training.slice_loop`); elsewhere, and with
-  ``--train-loop jit``, the step takes the example whole on the first device;
+  update) on one example of ``--rays`` rays on the first device, and its compile time;
+  on CPU the rays go through in slices of 32, each slice's backward pass right after its
+  forward pass (``train.sub_chunk``), looped on the host over one compiled program of 16
+  slices (``--train-loop``, :mod:`movenerf.training.slice_loop`);
 * model FLOPs per ray (XLA's cost analysis of the program as written, before its
   optimisations; the optimised program counts 0.15% more at the reference
   configuration) and the achieved FLOP/s against the device's
@@ -68,7 +66,6 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
@@ -294,14 +291,15 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
       coarse_weight=1.0, fine_weight=1.0, diversity_weight=0.01 if config.moe else 0.0,
       consistency_weight=0.1 if config.moe else 0.0, symmetric_consistency=True))
   tx = optim.make_optimizer(opt_cfg)
+  # One example per step: its data axis has one row, on the first device.
+  mesh = sharding.make_mesh(devices=jax.devices()[:1])
   if sub_chunk is None:
     sub_chunk = default_train_sub_chunk()
-  mesh = sharding.make_mesh(devices=train_devices(sub_chunk, host_loop))
   with jax.set_mesh(mesh):
     state, shardings = train_state.create_state(params, tx, 0, mesh)
     step_fn = train_step.make_train_step(family, tx, loss_cfg, (size, size), mesh, shardings,
                                          sub_chunk=sub_chunk, host_loop=host_loop)
-    batch = jax.device_put(_train_batch(num_views, size, rays), NamedSharding(mesh, P()))
+    batch = pipeline.to_device_batch(_train_batch(num_views, size, rays), mesh)
     begin = time.perf_counter()
     compiled = step_fn.lower(state, batch).compile()
     compile_s = time.perf_counter() - begin
@@ -316,20 +314,9 @@ def prepare_train(config: GNTConfig, num_views: int = 10, size: int = 64, rays: 
 
   prepared = Prepared(run, {"train_rays": rays, "train_sub_chunk": sub_chunk,
                             "train_compile_s": compile_s,
-                            "train_host_loop": isinstance(step_fn, slice_loop.SliceLoopStep),
-                            "train_devices": mesh.size},
+                            "train_host_loop": isinstance(step_fn, slice_loop.SliceLoopStep)},
                       hlo_text=compiled.as_text, first_runs=first_runs)
   return prepared.start() if start else prepared
-
-
-def train_devices(sub_chunk: int, host_loop: bool | None = None) -> list:
-  """The devices of the benchmark's train step: on CPU with slices (the host loop) every
-  local device, which share each example's slices; else the first device, which takes
-  the step's one example whole."""
-  devices = jax.local_devices()
-  if sub_chunk and host_loop is not False and all(d.platform == "cpu" for d in devices):
-    return devices
-  return devices[:1]
 
 
 def default_train_sub_chunk() -> int:
@@ -479,8 +466,7 @@ def _combine(prepared: Prepared, trainer: Prepared | None, peak: float,
 def _slice_mode(r: dict) -> str:
   if not r.get("train_host_loop"):
     return "whole example, one program"
-  return (f"slices of {r['train_sub_chunk']} over {r.get('train_devices', 1)} device(s), "
-          "backward per slice, host loop")
+  return f"slices of {r['train_sub_chunk']}, backward per slice, host loop"
 
 
 def format_table(r: dict) -> str:

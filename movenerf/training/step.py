@@ -8,10 +8,9 @@ strategies compute the gradient, chosen by :func:`make_train_step`:
 =======================  ===================  ==========================================
 where                    ``train.sub_chunk``  how
 =======================  ===================  ==========================================
-CPU devices of one       > 0                  a loop on the host over compiled per-slice
-process, no expert axis                       programs: each slice's backward pass right
-                                              after its forward pass, each example's
-                                              slices dealt out over the devices
+one CPU device           > 0                  a loop on the host over compiled per-slice
+                                              programs: each slice's backward pass right
+                                              after its forward pass
                                               (:mod:`movenerf.training.slice_loop`)
 everywhere else          ignored              one ``jit`` program: ``value_and_grad`` of
                                               the mean whole-example loss
@@ -73,31 +72,25 @@ def make_train_step(family: ModelFamily, tx, loss_cfg, image_hw: tuple[int, int]
                     host_loop: bool | None = None) -> Callable:
   """``(state, batch) -> (state, metrics)``, with ``lower(state, batch).compile()``.
 
-  ``host_loop`` (default: on CPU devices of one process with no expert axis, when
-  ``sub_chunk`` > 0 and the family has a sliced loss) runs the examples in slices of
-  ``sub_chunk`` rays from a loop on the host, each example's slices dealt out over the
-  devices (:class:`~movenerf.training.slice_loop.SliceLoopStep`); otherwise the step is
-  one program jitted over ``mesh`` with the state donated (the module docstring's table).
+  ``host_loop`` (default: on a single CPU device when ``sub_chunk`` > 0 and the family
+  has a sliced loss) runs the examples in slices of ``sub_chunk`` rays from a loop on the
+  host (:class:`~movenerf.training.slice_loop.SliceLoopStep`); otherwise the step is one
+  program jitted over ``mesh`` with the state donated (the module docstring's table).
 
   Raises:
-    ValueError: ``host_loop=True`` without a sliced loss or ``sub_chunk``, with an expert
-      axis, or with devices of other processes.
+    ValueError: ``host_loop=True`` without a sliced loss, ``sub_chunk`` or a single device.
   """
-  devices = list(mesh.devices.flat)
-  single_cpu = len(devices) == 1 and devices[0].platform == "cpu"
+  single_device = mesh.devices.size == 1
+  single_cpu = single_device and mesh.devices.flat[0].platform == "cpu"
   sliceable = bool(sub_chunk) and family.sliced is not None
-  # The host loop deals slices out over the data axis of one process's devices.
-  local_data = (mesh.shape[sharding.EXPERT_AXIS] == 1
-                and all(d.process_index == jax.process_index() for d in devices))
   if host_loop is None:
-    host_loop = sliceable and local_data and all(d.platform == "cpu" for d in devices)
+    host_loop = single_cpu and sliceable
   if host_loop:
-    if not (sliceable and local_data):
+    if not (sliceable and single_device):
       raise ValueError(
           "the host loop over slices needs train.sub_chunk > 0, a model family with a "
-          f"sliced loss and the devices of one process on the data axis alone (got "
-          f"sub_chunk={sub_chunk}, family {family.name}, mesh {dict(mesh.shape)} over "
-          f"{jax.process_count()} processes)")
+          f"sliced loss and one device (got sub_chunk={sub_chunk}, family {family.name}, "
+          f"{mesh.devices.size} devices)")
     return slice_loop.SliceLoopStep(family.sliced, tx, loss_cfg, image_hw, sub_chunk,
                                     state_sharding, mesh)
   if sub_chunk:
