@@ -6,6 +6,9 @@ defined here (``--variant``):
   bias_rows the biases inside the matmuls as a row of the weights against a column of
             ones (``ViewAttention.bias_rows=True``; the library does that in bfloat16
             only), so that the float32 view projection is [., 73] x [73, 72].
+  concat_proj the view attention's projection as one matmul of the concatenated [k |
+            pos_h] [R, S, V, 72] by [72, 72], sliced into the values and the hidden
+            pre-activations, instead of the library's one matmul per operand.
   samplemajor the ray attention's batched products on sample-major [R, S, heads,
             head_dim] operands (``rqhd,rkhd->rhqk``, ``rhqk,rkhd->rqhd``, the logits
             scaled after the product) instead of the library's head-major ones.
@@ -49,6 +52,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from movenerf import sharding
+from movenerf.nn import dropout
+from movenerf.nn.dropout import Dropout
+from movenerf.nn.layers import Linear, LinearMLP2, matmul
 from movenerf.models.gnt import ray_transformer as rt
 from movenerf.models.gnt import render
 from movenerf.models.gnt import view_transformer as vt
@@ -92,6 +98,57 @@ class _BiasRows(vt.ViewAttention):
   bias_rows: bool | None = True
 
 
+class _ConcatProj(vt.ViewAttention):
+  """The view attention with one projection of the concatenated ``[k | pos_h]`` by
+  ``[[Wk Wv, Wk A1], [P2, P2 A1]]``, then sliced into the values and the hidden
+  pre-activations (the library's form before it took one matmul per operand)."""
+
+  @nn.compact
+  def __call__(self, q, k, ray_diff, mask, deterministic: bool = True):
+    width = q.shape[-1]
+    hidden = width // 8
+    wq = Linear(width, width, use_bias=False, name="q_fc").kernel
+    wk = Linear(width, width, use_bias=False, name="k_fc").kernel
+    wv = Linear(width, width, use_bias=False, name="v_fc").kernel
+    pos_fc = LinearMLP2(ray_diff.shape[-1], hidden, width, name="pos_fc")
+    attn_fc = LinearMLP2(width, hidden, width, name="attn_fc")
+    out_fc = Linear(width, width, name="out_fc")
+    a1, ab1 = attn_fc.fc1.kernel, attn_fc.fc1.bias
+    p2, pb2 = pos_fc.fc2.kernel, pos_fc.fc2.bias
+    cast = lambda t: t.astype(self.dtype)
+    proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
+                            jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)
+    const = jnp.concatenate([pb2, pb2 @ a1 + ab1])
+    bias_rows = self.bias_rows
+    if bias_rows is None:
+      bias_rows = jnp.dtype(self.dtype) != jnp.float32
+
+    def dense(x, w, b):
+      if bias_rows:
+        ones = jnp.ones(x.shape[:-1] + (1,), self.dtype)
+        return matmul(jnp.concatenate([x, ones], axis=-1),
+                         cast(jnp.concatenate([w, b[None]], axis=0)))
+      return matmul(x, cast(w)) + cast(b)
+
+    pos_h = nn.relu(dense(cast(ray_diff), pos_fc.fc1.kernel, pos_fc.fc1.bias))
+    z = dense(jnp.concatenate([cast(k), pos_h], axis=-1), proj, const)
+    q_term = matmul(cast(q), cast(wq @ a1))
+    value = z[..., :width]
+    attn_hidden = nn.relu(z[..., width:] - q_term[:, :, None, :])
+    logits = vt.mask_logits(dense(attn_hidden, attn_fc.fc2.kernel, attn_fc.fc2.bias), mask)
+    if deterministic:
+      expo = jnp.exp(logits - jnp.max(logits, axis=-2, keepdims=True))
+      x = jnp.sum(expo * value, axis=-2) / jnp.sum(expo, axis=-2)
+    else:
+      scale = jnp.ones((), jnp.float32)
+      if self.dropout > 0.0:
+        scale = dropout.keep_scale(self.make_rng(dropout.RNG_COLLECTION), logits.shape,
+                                      self.dropout)
+      x = vt.attend_views(logits, value, scale)
+    x = matmul(x.astype(self.dtype), cast(out_fc.kernel)) + cast(out_fc.bias)
+    return Dropout(self.dropout)(x, deterministic=deterministic)
+
+
 class _SampleMajor(rt.RayAttention):
 
   @nn.compact
@@ -120,6 +177,7 @@ def _on_first_device(chunk_size, replicated, rays=None, devices=None):
 
 # Each variant replaces the named attribute of its module while tracing.
 VARIANTS = {"bias_rows": (vt, "ViewAttention", _BiasRows),
+            "concat_proj": (vt, "ViewAttention", _ConcatProj),
             "one_device": (bench, "place_for_render", _on_first_device),
             "mask_fma": (vt, "mask_logits", _mask_fma),
             "samplemajor": (rt, "RayAttention", _SampleMajor),
@@ -166,7 +224,6 @@ def _print_difference(steps, what):
 
 
 def _micro(variant):
-  from movenerf.nn import dropout
   r, s, v, d = 32, 64, 10, 64
   rng = np.random.default_rng(0)
   q = jnp.asarray(rng.normal(size=(r, s, d)), jnp.float32)

@@ -77,10 +77,11 @@ class ViewAttention(nn.Module):
   Computed with the linear maps folded (same parameters and result as the official
   formulation up to float rounding, fewer passes over the [R, S, V, D] tensors, which
   bound the speed):
-    v      = x Wk Wv
-    hidden = relu(x Wk A1 - q Wq A1 + pos_h P2 A1 + pb2 A1 + ab1)   (attn_fc layer 1)
-    pos    = pos_h P2 + pb2,     pos_h = relu(ray_diff P1 + pb1)    (pos_fc)
-  so ``x @ [Wk Wv | Wk A1]`` and ``pos_h @ [P2 | P2 A1]`` are one matmul each.
+    value  = x Wk Wv + pos_h P2 + pb2                           (v + pos)
+    hidden = relu(x Wk A1 + pos_h P2 A1 - q Wq A1 + pb2 A1 + ab1)   (attn_fc layer 1)
+    pos_h  = relu(ray_diff P1 + pb1)                            (pos_fc layer 1)
+  each product of ``x`` and of ``pos_h`` its own matmul, so that no [R, S, V, .] tensor
+  is concatenated or sliced.
 
   Attributes:
     dropout: dropout on the attention weights and the output.
@@ -117,17 +118,10 @@ class ViewAttention(nn.Module):
     a1, ab1 = attn_fc.fc1.kernel, attn_fc.fc1.bias
     p2, pb2 = pos_fc.fc2.kernel, pos_fc.fc2.bias
     cast = lambda t: t.astype(self.dtype)
-    # Folded weights: a few small [D, D] products per call. One matmul on the
-    # concatenated [k | pos_h] instead of two matmuls whose outputs are added, which
-    # XLA would fuse into several consumers.
-    proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
-                            jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)  # [D+h, D+h]
-    const = jnp.concatenate([pb2, pb2 @ a1 + ab1])  # [D + h]
     # In bfloat16 the biases ride in the matmuls as a row of the weights against a column
     # of ones: their gradients then come out of the weight-gradient matmuls instead of
     # sums over [R, S, V], which XLA:CPU computes in bfloat16 as converts plus tree
-    # reductions. In float32 they are added after the matmuls, which then go without the
-    # extra column (the view projection's inner dimension is 72 rather than 73).
+    # reductions. In float32 they are added after the matmuls.
     bias_rows = self.bias_rows
     if bias_rows is None:
       bias_rows = jnp.dtype(self.dtype) != jnp.float32
@@ -139,11 +133,12 @@ class ViewAttention(nn.Module):
                       cast(jnp.concatenate([w, b[None]], axis=0)))
       return matmul(x, cast(w)) + cast(b)
 
+    k = cast(k)
     pos_h = nn.relu(dense(cast(ray_diff), pos_fc.fc1.kernel, pos_fc.fc1.bias))
-    z = dense(jnp.concatenate([cast(k), pos_h], axis=-1), proj, const)  # [R, S, V, D + h]
+    value = matmul(k, cast(wk @ wv)) + dense(pos_h, p2, pb2)  # [R, S, V, D]
+    pre = matmul(k, cast(wk @ a1)) + dense(pos_h, p2 @ a1, pb2 @ a1 + ab1)  # [R, S, V, h]
     q_term = matmul(cast(q), cast(wq @ a1))  # [R, S, h]
-    value = z[..., :width]  # v + pos
-    attn_hidden = nn.relu(z[..., width:] - q_term[:, :, None, :])
+    attn_hidden = nn.relu(pre - q_term[:, :, None, :])
     logits = dense(attn_hidden, attn_fc.fc2.kernel, attn_fc.fc2.bias)
     logits = mask_logits(logits, mask)
     if deterministic:
