@@ -6,9 +6,10 @@ defined here (``--variant``):
   bias_rows the biases inside the matmuls as a row of the weights against a column of
             ones (``ViewAttention.bias_rows=True``; the library does that in bfloat16
             only), so that the float32 view projection is [., 73] x [73, 72].
-  concat_proj the view attention's projection as one matmul of the concatenated [k |
-            pos_h] [R, S, V, 72] by [72, 72], sliced into the values and the hidden
-            pre-activations, instead of the library's one matmul per operand.
+  concat_proj the view attention's projection in inference as one matmul of the
+            concatenated [k | pos_h] [R, S, V, 72] by [72, 72], sliced into the values
+            and the hidden pre-activations (the library's training form), instead of
+            the library's one matmul per operand.
   samplemajor the ray attention's batched products on sample-major [R, S, heads,
             head_dim] operands (``rqhd,rkhd->rhqk``, ``rhqk,rkhd->rqhd``, the logits
             scaled after the product) instead of the library's head-major ones.
@@ -101,7 +102,8 @@ class _BiasRows(vt.ViewAttention):
 class _ConcatProj(vt.ViewAttention):
   """The view attention with one projection of the concatenated ``[k | pos_h]`` by
   ``[[Wk Wv, Wk A1], [P2, P2 A1]]``, then sliced into the values and the hidden
-  pre-activations (the library's form before it took one matmul per operand)."""
+  pre-activations, in inference as in training (the library's form before inference
+  took one matmul per operand)."""
 
   @nn.compact
   def __call__(self, q, k, ray_diff, mask, deterministic: bool = True):

@@ -80,8 +80,10 @@ class ViewAttention(nn.Module):
     value  = x Wk Wv + pos_h P2 + pb2                           (v + pos)
     hidden = relu(x Wk A1 + pos_h P2 A1 - q Wq A1 + pb2 A1 + ab1)   (attn_fc layer 1)
     pos_h  = relu(ray_diff P1 + pb1)                            (pos_fc layer 1)
-  each product of ``x`` and of ``pos_h`` its own matmul, so that no [R, S, V, .] tensor
-  is concatenated or sliced.
+  In inference each product of ``x`` and of ``pos_h`` is its own matmul, so that no
+  [R, S, V, .] tensor is concatenated or sliced; in training ``[x | pos_h]`` is
+  projected by ``[[Wk Wv, Wk A1], [P2, P2 A1]]`` in one matmul and sliced, whose
+  backward pass is one matmul per gradient.
 
   Attributes:
     dropout: dropout on the attention weights and the output.
@@ -135,8 +137,15 @@ class ViewAttention(nn.Module):
 
     k = cast(k)
     pos_h = nn.relu(dense(cast(ray_diff), pos_fc.fc1.kernel, pos_fc.fc1.bias))
-    value = matmul(k, cast(wk @ wv)) + dense(pos_h, p2, pb2)  # [R, S, V, D]
-    pre = matmul(k, cast(wk @ a1)) + dense(pos_h, p2 @ a1, pb2 @ a1 + ab1)  # [R, S, V, h]
+    if deterministic:
+      value = matmul(k, cast(wk @ wv)) + dense(pos_h, p2, pb2)  # [R, S, V, D]
+      pre = matmul(k, cast(wk @ a1)) + dense(pos_h, p2 @ a1, pb2 @ a1 + ab1)  # [.., h]
+    else:
+      proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
+                              jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)
+      z = dense(jnp.concatenate([k, pos_h], axis=-1), proj,
+                jnp.concatenate([pb2, pb2 @ a1 + ab1]))  # [R, S, V, D + h]
+      value, pre = z[..., :width], z[..., width:]
     q_term = matmul(cast(q), cast(wq @ a1))  # [R, S, h]
     attn_hidden = nn.relu(pre - q_term[:, :, None, :])
     logits = dense(attn_hidden, attn_fc.fc2.kernel, attn_fc.fc2.bias)
