@@ -42,3 +42,32 @@ def test_traced_train_step_is_attributed(tmp_path):
   assert 0 < b.matmul_ms < b.total_ms
   table = profile_step.format_breakdown(b, prepared.times[-1])
   assert "bwd net_coarse/view_trans_*/attn" in table
+  # The host loop's five programs, each with its own ops; the slices take the most.
+  programs = {m: ms for m, ms, _ in b.by_program}
+  assert set(programs) == {"jit__prepare", "jit__encode", "jit__slice", "jit__encode_grad",
+                           "jit__lambda"}, programs
+  assert max(programs, key=programs.get) == "jit__slice"
+  assert abs(sum(programs.values()) - b.total_ms) < 1e-6 * b.total_ms + 1e-9
+  assert "| jit__slice |" in table
+
+
+def test_ops_of_the_same_name_in_two_programs_are_told_apart():
+  hlo = ("HloModule jit_a, is_scheduled=true\n\nENTRY %main {\n"
+         "  ROOT %fusion.1 = f32[8]{0} fusion(), "
+         "metadata={op_name=\"jit(a)/net/view_trans_0/attn/mul\"}\n}\n\n"
+         "HloModule jit_b, is_scheduled=true\n\nENTRY %main {\n"
+         "  ROOT %fusion.1 = f32[4]{0} fusion(), "
+         "metadata={op_name=\"jit(b)/net/ray_trans_2/ff/add\"}\n}\n")
+  sources = profile_step.op_sources(hlo)
+  assert sources == {("jit_a", "fusion.1"): ("f32[8]{0}", "jit(a)/net/view_trans_0/attn/mul"),
+                     ("jit_b", "fusion.1"): ("f32[4]{0}", "jit(b)/net/ray_trans_2/ff/add")}
+  event = lambda module, dur: {"name": "fusion.1", "dur": dur, "ph": "X",
+                               "args": {"hlo_module": module, "hlo_op": "fusion.1"}}
+  b = profile_step.attribute([event("jit_a", 30.0), event("jit_b", 1000.0),
+                              event("jit_b", 1000.0), {"name": "fusion.1", "dur": 5.0}],
+                             sources, depth=3)
+  # The event without a module is ambiguous (two programs have a fusion.1): left out.
+  assert b.by_source == [("fwd net/ray_trans_*/ff", 2.0, 2),
+                         ("fwd net/view_trans_*/attn", 0.03, 1)]
+  assert b.by_program == [("jit_b", 2.0, 2), ("jit_a", 0.03, 1)]
+  assert [op for op, *_ in b.top_ops] == ["jit_b:fusion.1", "jit_a:fusion.1"]
