@@ -54,8 +54,6 @@ import numpy as np
 
 from movenerf import sharding
 from movenerf.nn import dropout
-from movenerf.nn.dropout import Dropout
-from movenerf.nn.layers import Linear, LinearMLP2, matmul
 from movenerf.models.gnt import ray_transformer as rt
 from movenerf.models.gnt import render
 from movenerf.models.gnt import view_transformer as vt
@@ -100,55 +98,12 @@ class _BiasRows(vt.ViewAttention):
 
 
 class _ConcatProj(vt.ViewAttention):
-  """The view attention with one projection of the concatenated ``[k | pos_h]`` by
-  ``[[Wk Wv, Wk A1], [P2, P2 A1]]``, then sliced into the values and the hidden
-  pre-activations, in inference as in training (the library's form before inference
-  took one matmul per operand)."""
+  """The view attention with its training form of the projection in inference too: one
+  matmul of the concatenated ``[k | pos_h]`` by ``[[Wk Wv, Wk A1], [P2, P2 A1]]``,
+  sliced."""
 
-  @nn.compact
-  def __call__(self, q, k, ray_diff, mask, deterministic: bool = True):
-    width = q.shape[-1]
-    hidden = width // 8
-    wq = Linear(width, width, use_bias=False, name="q_fc").kernel
-    wk = Linear(width, width, use_bias=False, name="k_fc").kernel
-    wv = Linear(width, width, use_bias=False, name="v_fc").kernel
-    pos_fc = LinearMLP2(ray_diff.shape[-1], hidden, width, name="pos_fc")
-    attn_fc = LinearMLP2(width, hidden, width, name="attn_fc")
-    out_fc = Linear(width, width, name="out_fc")
-    a1, ab1 = attn_fc.fc1.kernel, attn_fc.fc1.bias
-    p2, pb2 = pos_fc.fc2.kernel, pos_fc.fc2.bias
-    cast = lambda t: t.astype(self.dtype)
-    proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
-                            jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)
-    const = jnp.concatenate([pb2, pb2 @ a1 + ab1])
-    bias_rows = self.bias_rows
-    if bias_rows is None:
-      bias_rows = jnp.dtype(self.dtype) != jnp.float32
-
-    def dense(x, w, b):
-      if bias_rows:
-        ones = jnp.ones(x.shape[:-1] + (1,), self.dtype)
-        return matmul(jnp.concatenate([x, ones], axis=-1),
-                         cast(jnp.concatenate([w, b[None]], axis=0)))
-      return matmul(x, cast(w)) + cast(b)
-
-    pos_h = nn.relu(dense(cast(ray_diff), pos_fc.fc1.kernel, pos_fc.fc1.bias))
-    z = dense(jnp.concatenate([cast(k), pos_h], axis=-1), proj, const)
-    q_term = matmul(cast(q), cast(wq @ a1))
-    value = z[..., :width]
-    attn_hidden = nn.relu(z[..., width:] - q_term[:, :, None, :])
-    logits = vt.mask_logits(dense(attn_hidden, attn_fc.fc2.kernel, attn_fc.fc2.bias), mask)
-    if deterministic:
-      expo = jnp.exp(logits - jnp.max(logits, axis=-2, keepdims=True))
-      x = jnp.sum(expo * value, axis=-2) / jnp.sum(expo, axis=-2)
-    else:
-      scale = jnp.ones((), jnp.float32)
-      if self.dropout > 0.0:
-        scale = dropout.keep_scale(self.make_rng(dropout.RNG_COLLECTION), logits.shape,
-                                      self.dropout)
-      x = vt.attend_views(logits, value, scale)
-    x = matmul(x.astype(self.dtype), cast(out_fc.kernel)) + cast(out_fc.bias)
-    return Dropout(self.dropout)(x, deterministic=deterministic)
+  def project(self, dense, k, pos_h, wkv, wka, p2, pb2, a1, ab1, deterministic: bool):
+    return super().project(dense, k, pos_h, wkv, wka, p2, pb2, a1, ab1, False)
 
 
 class _SampleMajor(rt.RayAttention):

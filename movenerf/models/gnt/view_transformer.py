@@ -128,24 +128,18 @@ class ViewAttention(nn.Module):
     if bias_rows is None:
       bias_rows = jnp.dtype(self.dtype) != jnp.float32
 
-    def dense(x, w, b):
+    def dense(x, w, b=None):
+      if b is None:
+        return matmul(x, cast(w))
       if bias_rows:
         ones = jnp.ones(x.shape[:-1] + (1,), self.dtype)
         return matmul(jnp.concatenate([x, ones], axis=-1),
                       cast(jnp.concatenate([w, b[None]], axis=0)))
       return matmul(x, cast(w)) + cast(b)
 
-    k = cast(k)
     pos_h = nn.relu(dense(cast(ray_diff), pos_fc.fc1.kernel, pos_fc.fc1.bias))
-    if deterministic:
-      value = matmul(k, cast(wk @ wv)) + dense(pos_h, p2, pb2)  # [R, S, V, D]
-      pre = matmul(k, cast(wk @ a1)) + dense(pos_h, p2 @ a1, pb2 @ a1 + ab1)  # [.., h]
-    else:
-      proj = jnp.concatenate([jnp.concatenate([wk @ wv, wk @ a1], axis=1),
-                              jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)
-      z = dense(jnp.concatenate([k, pos_h], axis=-1), proj,
-                jnp.concatenate([pb2, pb2 @ a1 + ab1]))  # [R, S, V, D + h]
-      value, pre = z[..., :width], z[..., width:]
+    value, pre = self.project(dense, cast(k), pos_h, wk @ wv, wk @ a1, p2, pb2, a1, ab1,
+                              deterministic)
     q_term = matmul(cast(q), cast(wq @ a1))  # [R, S, h]
     attn_hidden = nn.relu(pre - q_term[:, :, None, :])
     logits = dense(attn_hidden, attn_fc.fc2.kernel, attn_fc.fc2.bias)
@@ -164,6 +158,23 @@ class ViewAttention(nn.Module):
     x = x.astype(self.dtype)
     x = matmul(x, cast(out_fc.kernel)) + cast(out_fc.bias)
     return Dropout(self.dropout)(x, deterministic=deterministic)
+
+
+  def project(self, dense, k, pos_h, wkv, wka, p2, pb2, a1, ab1, deterministic: bool):
+    """The values ``k Wk Wv + pos_h P2 + pb2`` [R, S, V, D] and the hidden
+    pre-activations ``k Wk A1 + pos_h P2 A1 + pb2 A1 + ab1`` [R, S, V, h] (the class
+    docstring), ``wkv = Wk Wv`` and ``wka = Wk A1``; ``dense(x, w, b=None)`` multiplies
+    in the compute dtype. In inference one matmul per operand, in training one of the
+    concatenation, sliced."""
+    if deterministic:
+      value = dense(k, wkv) + dense(pos_h, p2, pb2)
+      return value, dense(k, wka) + dense(pos_h, p2 @ a1, pb2 @ a1 + ab1)
+    proj = jnp.concatenate([jnp.concatenate([wkv, wka], axis=1),
+                            jnp.concatenate([p2, p2 @ a1], axis=1)], axis=0)
+    z = dense(jnp.concatenate([k, pos_h], axis=-1), proj,
+              jnp.concatenate([pb2, pb2 @ a1 + ab1]))  # [R, S, V, D + h]
+    width = wkv.shape[1]
+    return z[..., :width], z[..., width:]
 
 
 class ViewTransformer(nn.Module):
