@@ -159,7 +159,6 @@ class ViewAttention(nn.Module):
     x = matmul(x, cast(out_fc.kernel)) + cast(out_fc.bias)
     return Dropout(self.dropout)(x, deterministic=deterministic)
 
-
   def project(self, dense, k, pos_h, wkv, wka, p2, pb2, a1, ab1, deterministic: bool):
     """The values ``k Wk Wv + pos_h P2 + pb2`` [R, S, V, D] and the hidden
     pre-activations ``k Wk A1 + pos_h P2 A1 + pb2 A1 + ab1`` [R, S, V, h] (the class
